@@ -1,0 +1,248 @@
+"""Device nodes: user abstract, structured user modelling, final ranking, reply.
+
+They read the private history from device memory through the run context (never from
+the graph state) and write back only what the state's types allow: the coarse
+abstract for the cloud, and proposals / ranking / reply for the user on the device.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from langchain_core.runnables import RunnableConfig
+from langgraph.runtime import Runtime
+
+from cdarec.device.abstract import summarize
+from cdarec.device.ranking import (
+    Judgement,
+    PoolItem,
+    apply_judgement,
+    fuse,
+    judgement_schema,
+    template_reason,
+)
+from cdarec.device.sequence import top_k
+from cdarec.graph.schemas import Proposal, RankedItem
+from cdarec.graph.state import State
+from cdarec.graph.steps import Step
+from cdarec.llm.structured import Usage, call_structured
+from cdarec.memory.device_memory import DeviceRecord
+from cdarec.runtime import Resources, get_resources
+from cdarec.settings import Settings
+
+RECENT_FOR_JUDGE = 8
+
+
+def _thread(config: RunnableConfig | None) -> str | None:
+    return ((config or {}).get("configurable") or {}).get("thread_id")
+
+
+def summarize_on_device(
+    state: State, runtime: Runtime[Settings], config: RunnableConfig
+) -> dict[str, Any]:
+    res = get_resources(runtime.context)
+    turn = int(state.get("turn") or 0) + 1
+    step = Step("summarize_on_device", "device", turn)
+    rec = res.device_record(res.settings.user_id)
+    abstract = summarize(rec, res.dataset, res.dataset_end)
+    return {
+        "turn": turn,
+        "abstract": abstract,
+        "queries": [],
+        "ranking": [],
+        "reply": "",
+        "trace": step.done(detail=abstract.describe()),
+    }
+
+
+def excluded_indices(res: Resources, rec: DeviceRecord, thread: str | None) -> np.ndarray:
+    """Items not to recommend: already watched, disliked, or shown in this session."""
+    index = res.dataset.item_index
+    ids = set(rec.history_ids()) | rec.disliked()
+    if thread:
+        ids |= set(rec.shown.get(thread, []))
+    return np.array(sorted(index[i] for i in ids if i in index), dtype=np.int64)
+
+
+def sequence_input(res: Resources, rec: DeviceRecord) -> np.ndarray:
+    """The behaviour sequence the structured model reads: the full private history, with
+    'more like' anchors appended as the most recent events (live feedback)."""
+    hist = res.history_indices(rec)
+    anchors = [
+        res.dataset.item_index[i]
+        for i in reversed(rec.anchors()[:2])
+        if i in res.dataset.item_index
+    ]
+    return np.concatenate([hist, np.array(anchors, dtype=np.int64)]) if anchors else hist
+
+
+def model_sequence_on_device(
+    state: State, runtime: Runtime[Settings], config: RunnableConfig
+) -> dict[str, Any]:
+    res = get_resources(runtime.context)
+    turn = state["turn"]
+    step = Step("model_sequence_on_device", "device", turn)
+    rec = res.device_record(res.settings.user_id)
+    model = res.sequence_model
+    scores = model.scores(sequence_input(res, rec))
+    idx = top_k(scores, res.settings.sequence_k, excluded_indices(res, rec, _thread(config)))
+    proposals = [
+        Proposal(turn=turn, item_id=res.dataset.items[int(i)].item_id, score=float(scores[i]))
+        for i in idx
+    ]
+    return {
+        "proposals": proposals,
+        "trace": step.done(
+            model=model.name, detail=f"{len(proposals)} proposals from {len(rec.history)} events"
+        ),
+    }
+
+
+def _pool(res: Resources, state: State, rec: DeviceRecord, thread: str | None) -> list[PoolItem]:
+    turn = state["turn"]
+    ds = res.dataset
+    banned = set(excluded_indices(res, rec, thread).tolist())
+    avoid = set(rec.avoided_genres())
+    pool: dict[str, PoolItem] = {}
+
+    def add(item_id: str, source: str) -> PoolItem | None:
+        idx = ds.item_index.get(item_id)
+        if idx is None or idx in banned:
+            return None
+        item = ds.items[idx]
+        if avoid and avoid & set(item.genres):
+            return None
+        p = pool.get(item_id)
+        if p is None:
+            p = pool[item_id] = PoolItem(item_id, item.label(), item.genres, item.year)
+        p.sources.add(source)
+        return p
+
+    for c in state.get("candidates") or []:
+        if c.turn == turn and (p := add(c.item_id, "semantic")) is not None:
+            p.semantic = max(p.semantic, c.similarity)
+    for pr in state.get("proposals") or []:
+        if pr.turn == turn:
+            add(pr.item_id, "sequence")
+    if not pool:  # nothing retrieved or proposed: popularity keeps the turn useful
+        for i in top_k(
+            ds.popularity.astype(np.float64), 30, np.array(sorted(banned), dtype=np.int64)
+        ):
+            add(ds.items[int(i)].item_id, "popularity")
+    return list(pool.values())
+
+
+def _semantic_on_device(res: Resources, pool: list[PoolItem], texts: list[str]) -> None:
+    """Cosine similarity to the request/queries for items the cloud did not retrieve,
+    computed with the device's own copy of the embedder."""
+    missing = [p for p in pool if "semantic" not in p.sources]
+    texts = [t for t in texts if t.strip()]
+    if not missing or not texts:
+        return
+    emb = res.device_embedder
+    q = emb.embed_array(texts)
+    docs = emb.embed_array([f"{p.label}. Genres: {', '.join(p.genres)}." for p in missing])
+    sims = (docs @ q.T).max(axis=1)
+    for p, s in zip(missing, sims, strict=True):
+        p.semantic = float(s)
+
+
+def rank_on_device(
+    state: State, runtime: Runtime[Settings], config: RunnableConfig
+) -> dict[str, Any]:
+    res = get_resources(runtime.context)
+    turn, plan = state["turn"], state["plan"]
+    step = Step("rank_on_device", "device", turn)
+    rec = res.device_record(res.settings.user_id)
+    thread = _thread(config)
+    pool = _pool(res, state, rec, thread)
+    ds = res.dataset
+    # Structured scores for every pool item, over the full private history.
+    scores = res.sequence_model.scores(sequence_input(res, rec))
+    for p in pool:
+        p.sequence = float(scores[ds.item_index[p.item_id]])
+    request = (state.get("request") or "").strip()
+    _semantic_on_device(res, pool, [request, *(state.get("queries") or [])])
+    w = plan.weights
+    fuse(pool, w.sequence, w.semantic)
+    pool.sort(key=lambda p: -p.fused)
+    usage, status, detail = Usage(), "ok", f"{len(pool)} candidates"
+    show = res.settings.show_top
+    m = min(res.settings.judge_top, len(pool))
+    if plan.judge and m > 0:
+        judged = pool[:m]
+        recent = [
+            ds.items[ds.item_index[i]].label()
+            for i in rec.history_ids()[-RECENT_FOR_JUDGE:]
+            if i in ds.item_index
+        ]
+        numbered = "\n".join(
+            f"{n}. {p.label} ({', '.join(p.genres) or 'unknown genre'})"
+            for n, p in enumerate(judged, 1)
+        )
+        messages = res.prompts["rank_on_device"].messages(
+            recent="; ".join(recent) or "nothing yet",
+            request=request or "(none)",
+            candidates=numbered,
+        )
+        picks = min(m, show)
+        out = call_structured(
+            res.device_llm,
+            Judgement,
+            messages,
+            max_tokens=24 + 26 * picks,
+            json_schema=judgement_schema(m, picks),
+            context={"n": m},
+            fallback=lambda: Judgement(picks=[]),
+            config=config,
+        )
+        apply_judgement(pool, judged, out.value.picks, w.judge)
+        usage, status = out.usage, out.status
+        detail += f"; SLM picked {len(out.value.picks)} of {m}"
+        if out.error:
+            detail += f"; {out.error}"
+        pool.sort(key=lambda p: -p.fused)
+    last = rec.history_ids()[-1] if rec.history else None
+    last_label = ds.items[ds.item_index[last]].label() if last in ds.item_index else None
+    abstract = state.get("abstract")
+    top_genres = abstract.top_genres if abstract else []
+    queries = state.get("queries") or []
+    ranking = [
+        RankedItem(
+            rank=r,
+            item_id=p.item_id,
+            label=p.label,
+            genres=p.genres,
+            year=p.year,
+            score=round(p.fused, 4),
+            parts=p.parts,
+            sources=tuple(sorted(p.sources)),
+            reason=p.reason
+            or template_reason(
+                p, last_label, request or (queries[0] if queries else None), top_genres
+            ),
+        )
+        for r, p in enumerate(pool[:show], 1)
+    ]
+    return {
+        "ranking": ranking,
+        "trace": step.done(
+            model=res.device_llm.name if plan.judge else None,
+            usage=usage,
+            status=status,
+            detail=detail,
+        ),
+    }
+
+
+def respond(state: State, runtime: Runtime[Settings], config: RunnableConfig) -> dict[str, Any]:
+    res = get_resources(runtime.context)
+    step = Step("respond", "device", state["turn"])
+    ranking = state.get("ranking") or []
+    thread = _thread(config)
+    if thread and ranking and res.records is None:
+        res.memory.record_shown(res.settings.user_id or "", thread, [r.item_id for r in ranking])
+    lines = [f"{r.rank}. {r.label} - {', '.join(r.genres)}\n   {r.reason}" for r in ranking]
+    reply = "\n".join(lines) if lines else "I found nothing to recommend; try another request."
+    return {"reply": reply, "trace": step.done(detail=f"{len(ranking)} items")}

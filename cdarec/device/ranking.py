@@ -1,0 +1,142 @@
+"""Final ranking on the device: fuse structured, semantic and SLM signals; explain.
+
+Signals are put on one scale by their rank percentile inside the candidate pool (robust
+to the very different spreads of transition scores and cosine similarities), then
+mixed with the plan's weights. The device SLM sees the top of the fused list together
+with the private recent history, picks and orders the ones it believes fit, and writes
+the reasons; its order is the third signal.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+from pydantic import BaseModel, Field, field_validator
+
+
+class Pick(BaseModel):
+    n: int = Field(ge=1)
+    reason: str = Field(default="", max_length=300)
+
+    @field_validator("reason")
+    @classmethod
+    def _one_line(cls, v: str) -> str:
+        return " ".join(v.split())[:160]
+
+
+class Judgement(BaseModel):
+    """What the device SLM writes."""
+
+    picks: list[Pick] = Field(max_length=20)
+
+    @field_validator("picks")
+    @classmethod
+    def _in_range(cls, v: list[Pick], info: object) -> list[Pick]:
+        limit = (getattr(info, "context", None) or {}).get("n")
+        seen: set[int] = set()
+        out = []
+        for p in v:
+            if limit is not None and p.n > limit:
+                raise ValueError(f"pick n={p.n} is not a candidate number (1..{limit})")
+            if p.n not in seen:
+                seen.add(p.n)
+                out.append(p)
+        return out
+
+
+def judgement_schema(n: int, picks: int) -> dict[str, object]:
+    return {
+        "type": "object",
+        "properties": {
+            "picks": {
+                "type": "array",
+                "maxItems": picks,
+                "minItems": 1,
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "n": {"type": "integer", "minimum": 1, "maximum": n},
+                        "reason": {"type": "string", "maxLength": 120},
+                    },
+                    "required": ["n", "reason"],
+                },
+            }
+        },
+        "required": ["picks"],
+    }
+
+
+def percentile(values: np.ndarray) -> np.ndarray:
+    """Rank percentile in (0, 1]; ties share their mean rank; a constant signal is 0.5."""
+    v = np.asarray(values, dtype=np.float64)
+    if v.size == 0:
+        return v
+    if np.allclose(v, v[0]):
+        return np.full(v.size, 0.5)
+    order = np.argsort(v, kind="stable")
+    ranks = np.empty(v.size, dtype=np.float64)
+    ranks[order] = np.arange(1, v.size + 1)
+    for val in np.unique(v):  # average ties
+        mask = v == val
+        if mask.sum() > 1:
+            ranks[mask] = ranks[mask].mean()
+    return ranks / v.size
+
+
+@dataclass
+class PoolItem:
+    item_id: str
+    label: str
+    genres: tuple[str, ...]
+    year: int | None
+    sources: set[str] = field(default_factory=set)
+    sequence: float = 0.0
+    semantic: float = 0.0
+    judge: float = 0.0
+    reason: str = ""
+    fused: float = 0.0
+    parts: dict[str, float] = field(default_factory=dict)
+
+
+def fuse(pool: Sequence[PoolItem], w_sequence: float, w_semantic: float) -> None:
+    """Pre-judgement fusion (in place); sets ``fused`` and the normalised parts."""
+    if not pool:
+        return
+    seq = percentile(np.array([p.sequence for p in pool]))
+    sem = percentile(np.array([p.semantic for p in pool]))
+    for p, s1, s2 in zip(pool, seq, sem, strict=True):
+        p.parts = {"sequence": round(float(s1), 4), "semantic": round(float(s2), 4)}
+        p.fused = w_sequence * float(s1) + w_semantic * float(s2)
+
+
+def apply_judgement(
+    pool: Sequence[PoolItem], judged: Sequence[PoolItem], picks: list[Pick], w_judge: float
+) -> None:
+    """Add the SLM's order as a signal: first pick 1.0, then evenly down; unpicked 0."""
+    k = len(picks)
+    for pos, pick in enumerate(picks):
+        item = judged[pick.n - 1]
+        item.judge = 1.0 - pos / max(k, 1) * 0.5 if k else 0.0
+        item.reason = pick.reason
+    for p in pool:
+        p.parts["judge"] = round(p.judge, 4)
+        p.fused += w_judge * p.judge
+
+
+def template_reason(
+    p: PoolItem, last_label: str | None, query: str | None, top_genres: Sequence[str]
+) -> str:
+    """A readable reason when the SLM gave none (documented fallback)."""
+    shared = [g for g in p.genres if g in top_genres]
+    if "sequence" in p.sources and p.parts.get("sequence", 0) >= p.parts.get("semantic", 0):
+        if last_label:
+            return f"People who watched {last_label} often chose this next."
+        return "A strong fit for your viewing pattern."
+    if query:
+        tail = f"; {', '.join(shared[:2])} like your favourites" if shared else ""
+        return f"Matches \u201c{query[:50]}\u201d{tail}."
+    if shared:
+        return f"{', '.join(shared[:2])}, which you watch most."
+    return "Popular with viewers like you."

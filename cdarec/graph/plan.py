@@ -1,0 +1,168 @@
+"""The execution plan: what the cloud planner decides, and the default plan per bucket.
+
+The planner LLM writes a small ``PlanDraft`` (JSON, schema-constrained; its genre field
+is an enum of the catalogue's genres). ``Plan`` is the validated, normalised form the
+graph routes on: which sub-tasks run, on which side, with which parameters and fusion
+weights. An invalid draft is repaired once, then replaced by ``default_plan(bucket)``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from cdarec.graph.schemas import Bucket, GenreName, UserAbstract
+
+PlanSource = Literal["planner", "repaired", "default"]
+
+
+class Weights(BaseModel):
+    """Fusion weights of the final ranking; normalised to sum to 1."""
+
+    model_config = ConfigDict(frozen=True)
+
+    sequence: float = Field(ge=0, le=1, description="structured (sequence) model score")
+    semantic: float = Field(ge=0, le=1, description="semantic relevance to the request")
+    judge: float = Field(ge=0, le=1, description="the device SLM's judgement")
+
+    @model_validator(mode="after")
+    def _normalise(self) -> Weights:
+        total = self.sequence + self.semantic + self.judge
+        if total <= 0:
+            raise ValueError("at least one fusion weight must be positive")
+        if abs(total - 1.0) > 1e-6:
+            object.__setattr__(self, "sequence", self.sequence / total)
+            object.__setattr__(self, "semantic", self.semantic / total)
+            object.__setattr__(self, "judge", self.judge / total)
+        return self
+
+
+class Retrieval(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    k: int = Field(ge=1, le=500, description="candidates to retrieve")
+    genres: list[GenreName] = Field(default_factory=list, max_length=4)
+    year_min: int | None = Field(default=None, ge=1800, le=2100)
+    year_max: int | None = Field(default=None, ge=1800, le=2100)
+
+
+class PlannedStep(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    task: str
+    side: Literal["cloud", "device"]
+    group: int = Field(description="steps with the same group run in parallel")
+
+
+class Plan(BaseModel):
+    """The validated plan; the graph's conditional edges follow it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    semantic: bool = Field(description="run model_semantics + retrieve_candidates (cloud)")
+    sequence: bool = Field(description="run model_sequence_on_device (device)")
+    judge: bool = Field(description="let the device SLM judge and explain the top items")
+    retrieval: Retrieval
+    weights: Weights
+    note: str = Field(default="", max_length=200)
+    source: PlanSource = "planner"
+
+    def steps(self) -> list[PlannedStep]:
+        out = [
+            PlannedStep(task="summarize_on_device", side="device", group=0),
+            PlannedStep(task="plan_strategy", side="cloud", group=1),
+        ]
+        if self.semantic:
+            out.append(PlannedStep(task="model_semantics", side="cloud", group=2))
+            out.append(PlannedStep(task="retrieve_candidates", side="cloud", group=3))
+        if self.sequence:
+            out.append(PlannedStep(task="model_sequence_on_device", side="device", group=2))
+        out.append(PlannedStep(task="rank_on_device", side="device", group=4))
+        out.append(PlannedStep(task="respond", side="device", group=5))
+        return out
+
+
+class PlanDraft(BaseModel):
+    """What the planner LLM writes (flat, so that small models can fill it)."""
+
+    semantic_retrieval: bool
+    sequence_model: bool
+    k: int = Field(ge=5, le=200)
+    genres: list[str] = Field(default_factory=list, max_length=4)
+    year_min: int | None = None
+    year_max: int | None = None
+    w_sequence: float = Field(ge=0, le=1)
+    w_semantic: float = Field(ge=0, le=1)
+    w_judge: float = Field(ge=0, le=1)
+    note: str = Field(default="", max_length=200)
+
+    @field_validator("genres")
+    @classmethod
+    def _known_genres(cls, v: list[str], info: Any) -> list[str]:
+        vocab = (info.context or {}).get("genres")
+        if vocab is not None:
+            unknown = [g for g in v if g not in vocab]
+            if unknown:
+                raise ValueError(f"unknown genres {unknown}; allowed: {sorted(vocab)}")
+        return list(dict.fromkeys(v))
+
+    @model_validator(mode="after")
+    def _something_runs(self) -> PlanDraft:
+        if not (self.semantic_retrieval or self.sequence_model):
+            raise ValueError("at least one of semantic_retrieval, sequence_model must be true")
+        if self.year_min and self.year_max and self.year_min > self.year_max:
+            raise ValueError("year_min is after year_max")
+        return self
+
+    def to_plan(self, source: PlanSource = "planner") -> Plan:
+        if self.w_sequence + self.w_semantic + self.w_judge > 0:
+            weights = Weights(
+                sequence=self.w_sequence, semantic=self.w_semantic, judge=self.w_judge
+            )
+        else:  # all zero: no preference expressed
+            weights = Weights(sequence=0.5, semantic=0.5, judge=0.0)
+        return Plan(
+            semantic=self.semantic_retrieval,
+            sequence=self.sequence_model,
+            judge=weights.judge > 0,
+            retrieval=Retrieval(
+                k=self.k, genres=self.genres, year_min=self.year_min, year_max=self.year_max
+            ),
+            weights=weights,
+            note=self.note,
+            source=source,
+        )
+
+
+def draft_json_schema(genres: list[str]) -> dict[str, Any]:
+    """The planner's JSON schema with genres as an enum, so decoding cannot invent one."""
+    schema = PlanDraft.model_json_schema()
+    schema["properties"]["genres"]["items"] = {"type": "string", "enum": sorted(genres)}
+    return schema
+
+
+def default_plan(abstract: UserAbstract, request: str, retrieval_k: int) -> Plan:
+    """The documented fallback: a fixed plan per user-state bucket.
+
+    cold: no usable sequence, so semantic retrieval leads; heavy: the sequence model
+    leads; a clear request (several words) pulls weight toward semantic relevance.
+    """
+    bucket: Bucket = abstract.state.bucket
+    table = {
+        "cold": (0.15, 0.65, 0.20),
+        "light": (0.45, 0.35, 0.20),
+        "heavy": (0.60, 0.25, 0.15),
+    }
+    w_seq, w_sem, w_judge = table[bucket]
+    if len(request.split()) >= 3:
+        w_seq, w_sem = w_seq * 0.6, w_sem + w_seq * 0.4
+    return Plan(
+        semantic=True,
+        sequence=bucket != "cold" or abstract.state.live_feedback != "none",
+        judge=True,
+        retrieval=Retrieval(k=retrieval_k, genres=[]),
+        weights=Weights(sequence=w_seq, semantic=w_sem, judge=w_judge),
+        note=f"default plan for a {bucket} user",
+        source="default",
+    )

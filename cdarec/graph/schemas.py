@@ -1,0 +1,131 @@
+"""Typed values that cross between nodes and sides.
+
+``state.py`` says which channels hold them and which side may read each; the
+cloud-visible ones (``UserAbstract``, ``Candidate``) are enums, genre names, bucketed
+counts and catalogue items the cloud itself retrieved.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+Side = Literal["cloud", "device"]
+Bucket = Literal["cold", "light", "heavy"]
+HistorySize = Literal["0", "1-2", "3-20", "21-100", "101-500", "500+"]
+Recency = Literal["active", "lapsed", "unknown"]
+LiveFeedback = Literal["none", "positive", "negative", "mixed"]
+Decade = Literal[
+    "1910s",
+    "1920s",
+    "1930s",
+    "1940s",
+    "1950s",
+    "1960s",
+    "1970s",
+    "1980s",
+    "1990s",
+    "2000s",
+    "2010s",
+    "2020s",
+]
+# A genre name from the catalogue's vocabulary (checked against it where the vocabulary
+# is known); short and title-free by construction.
+GenreName = Annotated[
+    str, StringConstraints(min_length=1, max_length=24, pattern=r"^[A-Za-z][A-Za-z'\- ]*$")
+]
+
+
+class UserState(BaseModel):
+    """Coarse user-state bucket (history length, recency, live feedback)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    bucket: Bucket
+    history_size: HistorySize
+    recency: Recency
+    live_feedback: LiveFeedback
+
+
+class UserAbstract(BaseModel):
+    """What the device tells the cloud about the user: coarse and non-identifying."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    state: UserState
+    top_genres: list[GenreName] = Field(default_factory=list, max_length=3)
+    avoid_genres: list[GenreName] = Field(default_factory=list, max_length=3)
+    decades: list[Decade] = Field(default_factory=list, max_length=2)
+
+    def describe(self) -> str:
+        parts = [
+            f"{self.state.bucket} user ({self.state.history_size} items, "
+            f"{self.state.recency}, feedback: {self.state.live_feedback})"
+        ]
+        if self.top_genres:
+            parts.append("likes " + ", ".join(self.top_genres))
+        if self.avoid_genres:
+            parts.append("avoids " + ", ".join(self.avoid_genres))
+        if self.decades:
+            parts.append("mostly films of the " + " and ".join(self.decades))
+        return "; ".join(parts)
+
+
+class Candidate(BaseModel):
+    """A catalogue item the cloud retrieved for this turn."""
+
+    model_config = ConfigDict(frozen=True)
+
+    turn: int
+    item_id: str
+    label: str
+    genres: tuple[str, ...] = ()
+    year: int | None = None
+    similarity: float
+    query: str
+
+
+class Proposal(BaseModel):
+    """An item the device's structured model proposes, with its score."""
+
+    model_config = ConfigDict(frozen=True)
+
+    turn: int
+    item_id: str
+    score: float
+
+
+class RankedItem(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    rank: int
+    item_id: str
+    label: str
+    genres: tuple[str, ...] = ()
+    year: int | None = None
+    score: float
+    parts: dict[str, float] = Field(default_factory=dict)
+    sources: tuple[str, ...] = ()
+    reason: str = ""
+
+
+class StepRecord(BaseModel):
+    """One node's run in one turn: the step trace (and its timeline)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    turn: int
+    node: str
+    side: Side
+    start: float  # epoch seconds
+    end: float
+    model: str | None = None
+    tokens_in: int = 0
+    tokens_out: int = 0
+    status: Literal["ok", "repaired", "fallback", "skipped", "error"] = "ok"
+    detail: str = ""
+
+    @property
+    def ms(self) -> int:
+        return round((self.end - self.start) * 1000)

@@ -1,0 +1,78 @@
+"""Graph state. The cloud-visible part is small, typed, and has no field for raw history.
+
+Three layers, from most to least visible:
+
+- ``CloudView`` - the only channels cloud nodes may read (LangGraph ``input_schema``):
+  the request, the coarse ``UserAbstract`` written on the device, the plan, the semantic
+  queries and the catalogue candidates the cloud itself retrieved. No field holds item
+  ids from the private history; the abstract is enums, genre names and bucketed counts.
+- device output channels - what device nodes produce for the user on the device: the
+  sequence model's proposals, the final ranking and the reply (they may reflect the
+  history; cloud nodes never get them as input).
+- the raw history and live feedback - not in the state at all: they live in device
+  memory on disk (``cdarec.memory``), read by device nodes through the run context.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, TypedDict, TypeVar
+
+from cdarec.graph.plan import Plan
+from cdarec.graph.schemas import (
+    Candidate,
+    Proposal,
+    RankedItem,
+    StepRecord,
+    UserAbstract,
+)
+
+T = TypeVar("T", Candidate, Proposal, StepRecord)
+
+
+def latest_turn(left: list[T] | None, right: list[T] | None) -> list[T]:
+    """Reducer for per-turn lists written by parallel branches.
+
+    Appends, then keeps only the newest turn's entries: a new turn's first write
+    replaces the previous turn's list without a separate reset step.
+    """
+    merged = [*(left or []), *(right or [])]
+    if not merged:
+        return []
+    newest = max(x.turn for x in merged)
+    return [x for x in merged if x.turn == newest]
+
+
+class CloudView(TypedDict, total=False):
+    """Everything a cloud node can see."""
+
+    turn: int
+    request: str
+    abstract: UserAbstract
+    plan: Plan
+    queries: list[str]
+    candidates: Annotated[list[Candidate], latest_turn]
+
+
+class TurnInput(TypedDict):
+    """What a caller sends for one chat turn."""
+
+    request: str
+
+
+class TurnOutput(TypedDict, total=False):
+    turn: int
+    request: str
+    abstract: UserAbstract
+    plan: Plan
+    ranking: list[RankedItem]
+    reply: str
+    trace: list[StepRecord]
+
+
+class State(CloudView, total=False):
+    """The full graph state (checkpointed on the device)."""
+
+    proposals: Annotated[list[Proposal], latest_turn]
+    ranking: list[RankedItem]
+    reply: str
+    trace: Annotated[list[StepRecord], latest_turn]

@@ -1,0 +1,153 @@
+"""The one way cdarec builds a model client, for either side.
+
+Spec strings (``provider:model``):
+
+- ``llamacpp:<alias|path.gguf>`` - llama.cpp in this process (embedded device default)
+- ``ollama:<model>`` - ``ChatOllama`` against Ollama at ``OLLAMA_HOST`` (device)
+- ``openai:<model>`` - ``ChatOpenAI`` against any OpenAI-compatible endpoint
+  (``OPENAI_BASE_URL``, ``OPENAI_API_KEY``): OpenAI, vLLM, Ollama's /v1, llama.cpp server
+- ``embedded:<alias|path.gguf>`` - cdarec starts a llama.cpp OpenAI-compatible server on
+  loopback and talks to it with ``ChatOpenAI`` over HTTP (embedded cloud default)
+
+Aliases are the model names of ``cdarec/assets/manifest.toml``; a missing file is pulled.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from langchain_core.language_models.chat_models import BaseChatModel
+from langchain_core.runnables import Runnable
+
+from cdarec.assets import AssetError, catalog, ensure_asset
+from cdarec.settings import Settings
+
+Provider = Literal["llamacpp", "ollama", "openai", "embedded"]
+PROVIDERS: tuple[str, ...] = ("llamacpp", "ollama", "openai", "embedded")
+
+
+class ModelSpecError(ValueError):
+    pass
+
+
+def parse_spec(spec: str) -> tuple[Provider, str]:
+    provider, sep, name = spec.partition(":")
+    if not sep or provider not in PROVIDERS or not name:
+        raise ModelSpecError(
+            f"model spec '{spec}' is not 'provider:model' with provider one of "
+            f"{', '.join(PROVIDERS)} (e.g. 'ollama:qwen2.5:0.5b', 'openai:gpt-4o-mini')"
+        )
+    return provider, name  # type: ignore[return-value]
+
+
+def resolve_gguf(name: str, home: Path) -> Path:
+    """An alias from the manifest (pulled if missing) or a path to a .gguf file."""
+    if ("models", name) in catalog():
+        return ensure_asset(home, "models", name)[0]
+    path = Path(name).expanduser()
+    if path.suffix == ".gguf":
+        if not path.exists():
+            raise AssetError(f"model file {path} does not exist")
+        return path
+    known = sorted(n for k, n in catalog() if k == "models")
+    raise ModelSpecError(f"unknown local model '{name}': use a .gguf path or one of {known}")
+
+
+@dataclass
+class LLM:
+    """A chat model plus what cdarec needs to constrain it per call."""
+
+    spec: str
+    provider: Provider
+    name: str
+    chat: BaseChatModel
+    json_mode: str = "json_object_schema"
+
+    def text(self, max_tokens: int) -> Runnable[Any, Any]:
+        return self.chat.bind(**self._limit(max_tokens))
+
+    def json(self, schema: dict[str, Any], max_tokens: int, name: str = "output") -> Runnable:
+        """Bound so that the reply is JSON for ``schema`` and at most ``max_tokens`` long."""
+        kw = self._limit(max_tokens)
+        if self.provider == "ollama":
+            kw["format"] = schema
+        elif self.provider == "llamacpp" or self.json_mode == "json_object_schema":
+            kw["response_format"] = {"type": "json_object", "schema": schema}
+        elif self.json_mode == "json_schema":
+            kw["response_format"] = {
+                "type": "json_schema",
+                "json_schema": {"name": name, "schema": schema, "strict": False},
+            }
+        else:
+            kw["response_format"] = {"type": "json_object"}
+        return self.chat.bind(**kw)
+
+    def _limit(self, max_tokens: int) -> dict[str, Any]:
+        # Token budgets must really be enforced: each provider names the limit differently.
+        if self.provider == "llamacpp":
+            return {"max_tokens": max_tokens}
+        if self.provider == "ollama":
+            return {"options": {"num_predict": max_tokens, "temperature": 0, "seed": 0}}
+        if self.provider == "embedded":
+            # llama.cpp's server ignores max_completion_tokens, which langchain-openai sends.
+            return {"extra_body": {"max_tokens": max_tokens}}
+        return {"max_completion_tokens": max_tokens}
+
+
+def build_llm(spec: str, settings: Settings) -> LLM:
+    provider, name = parse_spec(spec)
+    if provider == "llamacpp":
+        from cdarec.llm.llamacpp import ChatLlamaCppLocal
+
+        path = resolve_gguf(name, settings.home)
+        chat: BaseChatModel = ChatLlamaCppLocal(
+            model_path=path,
+            model_name=name,
+            n_ctx=settings.llm_ctx,
+            n_threads=settings.llm_threads,
+            seed=settings.seed,
+        )
+        return LLM(spec, provider, name, chat)
+    if provider == "ollama":
+        from langchain_ollama import ChatOllama
+
+        chat = ChatOllama(
+            model=name,
+            temperature=0,
+            seed=settings.seed,
+            base_url=os.environ.get("OLLAMA_HOST") or None,
+            client_kwargs={"timeout": settings.llm_timeout_s},
+        )
+        return LLM(spec, provider, name, chat)
+    from langchain_openai import ChatOpenAI
+
+    if provider == "openai":
+        chat = ChatOpenAI(
+            model=name,
+            temperature=0,
+            timeout=settings.llm_timeout_s,
+            max_retries=1,
+            seed=settings.seed,
+        )
+        mode = os.environ.get("CDAREC_OPENAI_JSON_MODE", "json_schema")
+        return LLM(spec, provider, name, chat, json_mode=mode)
+    from cdarec.llm.server import EmbeddedServer
+
+    path = resolve_gguf(name, settings.home)
+    alias = Path(name).stem if name.endswith(".gguf") else name
+    server = EmbeddedServer.get(
+        path, alias, settings.llm_ctx, settings.llm_threads, settings.home / "logs"
+    )
+    chat = ChatOpenAI(
+        model=alias,
+        base_url=server.base_url,
+        api_key="embedded-local",  # type: ignore[arg-type]
+        temperature=0,
+        timeout=settings.llm_timeout_s,
+        max_retries=0,
+        seed=settings.seed,
+    )
+    return LLM(spec, provider, alias, chat)

@@ -1,0 +1,107 @@
+"""Every prompt is a file in this folder, one per sub-task.
+
+A prompt file has a front matter (``name``, ``side``, ``variables``), optional HTML
+comments (stripped), and ``## system`` / ``## user`` sections in ``str.format`` syntax.
+A user's edited copy in ``$CDAREC_HOME/prompts/<name>.md`` takes precedence over the
+packaged one and survives upgrades. A prompt whose placeholders do not match the
+variables the code supplies is refused at load, naming the file and the variable.
+"""
+
+from __future__ import annotations
+
+import re
+import string
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
+
+# The variables the code passes to each prompt (the contract an edited prompt must keep).
+EXPECTED: dict[str, frozenset[str]] = {
+    "plan_strategy": frozenset({"abstract", "request", "genres", "retrieval_k"}),
+    "model_semantics": frozenset({"abstract", "request"}),
+    "rank_on_device": frozenset({"recent", "request", "candidates"}),
+}
+
+_COMMENT = re.compile(r"<!--.*?-->", re.DOTALL)
+_SECTION = re.compile(r"^##\s*(system|user)\s*$", re.MULTILINE)
+
+
+class PromptError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Prompt:
+    name: str
+    side: str
+    system: str
+    user: str
+    path: str
+
+    def messages(self, **values: object) -> list[BaseMessage]:
+        return [
+            SystemMessage(content=self.system.format(**values)),
+            HumanMessage(content=self.user.format(**values)),
+        ]
+
+
+def _placeholders(text: str, path: str) -> set[str]:
+    try:
+        return {f for _, f, _, _ in string.Formatter().parse(text) if f is not None}
+    except ValueError as err:
+        raise PromptError(
+            f"{path}: bad placeholder syntax ({err}); escape braces as {{{{ }}}}"
+        ) from err
+
+
+def parse_prompt(text: str, path: str, expected: frozenset[str] | None = None) -> Prompt:
+    meta: dict[str, str] = {}
+    body = text
+    if text.startswith("---"):
+        head, sep, body = text[3:].partition("\n---")
+        if not sep:
+            raise PromptError(f"{path}: front matter is not closed with '---'")
+        for line in head.strip().splitlines():
+            key, _, value = line.partition(":")
+            meta[key.strip()] = value.strip()
+    body = _COMMENT.sub("", body)
+    parts = _SECTION.split(body)
+    sections = {parts[i]: parts[i + 1].strip() for i in range(1, len(parts) - 1, 2)}
+    if "system" not in sections or "user" not in sections:
+        raise PromptError(f"{path}: needs a '## system' and a '## user' section")
+    name = meta.get("name") or Path(path).stem
+    expected = EXPECTED.get(name) if expected is None else expected
+    used = _placeholders(sections["system"], path) | _placeholders(sections["user"], path)
+    if expected is not None:
+        for var in sorted(used - expected):
+            raise PromptError(
+                f"{path}: unknown variable {{{var}}}; expected: "
+                f"{', '.join('{' + v + '}' for v in sorted(expected))}"
+            )
+        for var in sorted(expected - used):
+            raise PromptError(
+                f"{path}: missing variable {{{var}}}; expected: "
+                f"{', '.join('{' + v + '}' for v in sorted(expected))}"
+            )
+    return Prompt(name, meta.get("side", "?"), sections["system"], sections["user"], path)
+
+
+def packaged_text(name: str) -> str:
+    ref = resources.files("cdarec.prompts").joinpath(f"{name}.md")
+    if not ref.is_file():
+        raise PromptError(f"no prompt named '{name}'; known: {', '.join(sorted(EXPECTED))}")
+    return ref.read_text("utf-8")
+
+
+def load_prompt(name: str, override_dir: Path | None = None) -> Prompt:
+    if override_dir is not None:
+        path = override_dir / f"{name}.md"
+        if path.exists():
+            return parse_prompt(path.read_text("utf-8"), str(path))
+    return parse_prompt(packaged_text(name), f"cdarec/prompts/{name}.md")
+
+
+def load_all(override_dir: Path | None = None) -> dict[str, Prompt]:
+    return {name: load_prompt(name, override_dir) for name in EXPECTED}

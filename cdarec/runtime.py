@@ -1,0 +1,195 @@
+"""Heavy resources behind the graph, built lazily once per settings.
+
+The graph's run context carries only plain settings (so ``langgraph dev`` can send it
+as JSON); nodes turn it into these resources with ``get_resources``. Each resource is
+built on first use (a unit test with fake models never starts a server or loads a
+GGUF). Tests and benchmarks can install their own with ``use_resources``.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import numpy as np
+
+from cdarec.catalogue.embeddings import MiniLMEmbeddings
+from cdarec.catalogue.store import Catalogue, open_catalogue
+from cdarec.data import Dataset, leave_one_out, load_dataset
+from cdarec.device.sequence import SequenceScorer, TransitionModel
+from cdarec.llm.factory import LLM, build_llm
+from cdarec.memory.device_memory import (
+    DeviceMemory,
+    DeviceRecord,
+    Interaction,
+    UnknownUserError,
+)
+from cdarec.prompts import Prompt, load_all
+from cdarec.settings import Settings
+
+R = TypeVar("R")
+
+
+def _lazy(build: Callable[[Resources], R]) -> property:
+    """A property built once, under the resources' lock (parallel branches share it)."""
+    name = build.__name__
+
+    def get(self: Resources) -> R:
+        if name not in self.__dict__:
+            with self._lock:
+                if name not in self.__dict__:
+                    self.__dict__[name] = build(self)
+        return self.__dict__[name]
+
+    return property(get, doc=build.__doc__)
+
+
+class UserNotFoundError(LookupError):
+    """Unknown user id: the message names the data set and how to list users."""
+
+
+class Resources:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        device_llm: LLM | None = None,
+        cloud_llm: LLM | None = None,
+        records: dict[str, DeviceRecord] | None = None,
+    ) -> None:
+        self.settings = settings
+        self._lock = threading.RLock()
+        if device_llm is not None:
+            self.__dict__["device_llm"] = device_llm
+        if cloud_llm is not None:
+            self.__dict__["cloud_llm"] = cloud_llm
+        # In evaluation the device holds a fixed history (test item held out), not saved.
+        self.records = records
+
+    @_lazy
+    def dataset(self) -> Dataset:
+        return load_dataset(self.settings.dataset, self.settings.home)
+
+    @_lazy
+    def sequence_model(self) -> SequenceScorer:
+        def build() -> SequenceScorer:
+            ds = self.dataset
+            path = self.settings.home / "models" / f"transition-{_slug(ds.name)}-{ds.n_items}.npz"
+            if path.exists():
+                try:
+                    return TransitionModel.load(path)
+                except (OSError, ValueError, KeyError):
+                    path.unlink(missing_ok=True)  # corrupted artefact: retrain below
+            model = TransitionModel.fit(leave_one_out(ds).train, ds.n_items)
+            model.save(path)
+            return model
+
+        return build()
+
+    @_lazy
+    def catalogue(self) -> Catalogue:
+        def build() -> Catalogue:
+            cat = open_catalogue(
+                self.settings.home,
+                self.dataset,
+                self.settings.embedder,
+                threads=self.settings.llm_threads,
+            )
+            if cat.count() == 0:
+                cat.index(self.dataset.items)
+            return cat
+
+        return build()
+
+    @_lazy
+    def dataset_end(self) -> float:
+        """The data set's last timestamp: 'now' for judging recency of data-set activity."""
+        times = self.dataset.inter_times
+        return float(times.max()) if times.size else 0.0
+
+    @_lazy
+    def device_embedder(self) -> MiniLMEmbeddings:
+        """The device's own copy of the embedder (semantic relevance of its proposals)."""
+        return MiniLMEmbeddings.from_home(
+            self.settings.home, self.settings.embedder, threads=self.settings.llm_threads
+        )
+
+    @_lazy
+    def memory(self) -> DeviceMemory:
+        return DeviceMemory(self.settings.device_dir, self.dataset.name)
+
+    @_lazy
+    def device_llm(self) -> LLM:
+        return build_llm(self.settings.device_model, self.settings)
+
+    @_lazy
+    def cloud_llm(self) -> LLM:
+        return build_llm(self.settings.cloud_model, self.settings)
+
+    @_lazy
+    def prompts(self) -> dict[str, Prompt]:
+        return load_all(self.settings.prompts_override_dir)
+
+    # -- device side ----------------------------------------------------------------------
+    def dataset_history(self, user_id: str) -> list[Interaction]:
+        ds = self.dataset
+        seq, ts, ratings = ds.sequence(user_id), ds.timestamps(user_id), ds.ratings(user_id)
+        return [
+            Interaction(item_id=ds.items[int(i)].item_id, ts=float(t), rating=float(r))
+            for i, t, r in zip(seq, ts, ratings, strict=True)
+        ]
+
+    def device_record(self, user_id: str | None) -> DeviceRecord:
+        """The user's device memory; seeded from the data set on the device's first use."""
+        if not user_id:
+            raise UserNotFoundError(
+                "no user given: pass --user ID (or the 'user_id' context field); "
+                "`cdarec users` lists some."
+            )
+        if self.records is not None:
+            if user_id not in self.records:
+                raise UserNotFoundError(f"user '{user_id}' has no evaluation record")
+            return self.records[user_id]
+        try:
+            return self.memory.load(user_id)
+        except UnknownUserError:
+            pass
+        ds = self.dataset
+        if not ds.has_user(user_id):
+            sample = ", ".join(ds.users[:3])
+            raise UserNotFoundError(
+                f"unknown user '{user_id}' in data set {ds.name} ({ds.n_users} users, e.g. "
+                f"{sample}). Run `cdarec users` to list them, or `cdarec memory new --user "
+                f"{user_id}` to create an empty (cold-start) device."
+            ) from None
+        return self.memory.seed(user_id, self.dataset_history(user_id))
+
+    def history_indices(self, rec: DeviceRecord) -> np.ndarray:
+        index = self.dataset.item_index
+        return np.array([index[i] for i in rec.history_ids() if i in index], dtype=np.int64)
+
+
+def _slug(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-._" else "_" for c in name)[:60]
+
+
+_REGISTRY: dict[str, Resources] = {}
+_REGISTRY_LOCK = threading.Lock()
+
+
+def get_resources(context: Settings | dict[str, Any] | None) -> Resources:
+    settings = Settings.coerce(context)
+    key = settings.fingerprint()
+    with _REGISTRY_LOCK:
+        res = _REGISTRY.get(key)
+        if res is None:
+            res = _REGISTRY[key] = Resources(settings)
+        return res
+
+
+def use_resources(res: Resources) -> Resources:
+    """Install resources for their settings (tests with fake models, benchmarks)."""
+    with _REGISTRY_LOCK:
+        _REGISTRY[res.settings.fingerprint()] = res
+    return res

@@ -1,0 +1,143 @@
+"""The one way cdarec loads its settings.
+
+Priority, highest first (as in RecBole): explicit arguments (CLI flags, the graph's
+run context) > environment variables (``CDAREC_*``) > the settings file
+(``$CDAREC_HOME/settings.toml``, or ``CDAREC_SETTINGS``) > defaults.
+
+The same model is the LangGraph *context schema*, so ``langgraph dev`` / Studio shows
+every field with its description, and a run can override any of them.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+
+def default_home() -> Path:
+    return Path(os.environ.get("CDAREC_HOME", Path.home() / ".cache" / "cdarec")).expanduser()
+
+
+def settings_file() -> Path:
+    return Path(os.environ.get("CDAREC_SETTINGS", default_home() / "settings.toml")).expanduser()
+
+
+class Settings(BaseSettings):
+    """Runtime settings of one cdarec run (also the graph's context)."""
+
+    model_config = SettingsConfigDict(env_prefix="CDAREC_", extra="ignore", frozen=True)
+
+    home: Path = Field(
+        default_factory=default_home,
+        description="Data home: models, data sets, the Chroma catalogue and device memory.",
+    )
+    dataset: str = Field(
+        default="ml-1m",
+        description="Data set: 'ml-1m', 'ml-100k', or a directory of RecBole atomic files.",
+    )
+    user_id: str | None = Field(
+        default=None,
+        description="The device's user. Device nodes read this user's private memory.",
+    )
+    device_model: str = Field(
+        default="llamacpp:qwen2.5-coder-0.5b",
+        description="Device SLM: 'llamacpp:<alias|path.gguf>' (in process) or "
+        "'ollama:<model>' (Ollama at OLLAMA_HOST).",
+    )
+    cloud_model: str = Field(
+        default="embedded:qwen2.5-coder-1.5b",
+        description="Cloud LLM: 'openai:<model>' (any OpenAI-compatible endpoint at "
+        "OPENAI_BASE_URL) or 'embedded:<alias|path.gguf>' (cdarec starts a local "
+        "llama.cpp OpenAI-compatible server and talks to it over HTTP).",
+    )
+    embedder: str = Field(default="minilm-l6-int8", description="Catalogue embedding model.")
+    retrieval_k: int = Field(
+        default=30, ge=1, le=500, description="Default number of candidates the cloud retrieves."
+    )
+    sequence_k: int = Field(
+        default=30, ge=0, le=500, description="Candidates the device sequence model proposes."
+    )
+    judge_top: int = Field(
+        default=6, ge=0, le=20, description="How many fused candidates the device SLM judges."
+    )
+    show_top: int = Field(default=5, ge=1, le=20, description="Items shown per turn.")
+    llm_threads: int = Field(
+        default=max(1, min(4, os.cpu_count() or 1)),
+        description="CPU threads per llama.cpp model.",
+    )
+    llm_ctx: int = Field(default=2048, ge=512, description="Context window for local models.")
+    llm_timeout_s: float = Field(default=120.0, gt=0, description="Timeout of one LLM call.")
+    seed: int = Field(default=0, description="Seed for sampling and local models.")
+
+    @field_validator("home", mode="before")
+    @classmethod
+    def _expand(cls, v: Any) -> Any:
+        return Path(v).expanduser() if isinstance(v, str | Path) else v
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml = TomlConfigSettingsSource(settings_cls, toml_file=settings_file())
+        return (init_settings, env_settings, toml)
+
+    # -- derived paths ------------------------------------------------------------------
+    @property
+    def models_dir(self) -> Path:
+        return self.home / "models"
+
+    @property
+    def data_dir(self) -> Path:
+        return self.home / "datasets"
+
+    @property
+    def chroma_dir(self) -> Path:
+        return self.home / "chroma"
+
+    @property
+    def device_dir(self) -> Path:
+        """Everything private lives below here: the device's own folder."""
+        return self.home / "device"
+
+    @property
+    def checkpoint_db(self) -> Path:
+        return self.device_dir / "checkpoints.sqlite"
+
+    @property
+    def prompts_override_dir(self) -> Path:
+        return self.home / "prompts"
+
+    @classmethod
+    def coerce(cls, value: Settings | dict[str, Any] | None) -> Settings:
+        """Accept what LangGraph hands a node as context: None, a dict or a Settings."""
+        if isinstance(value, Settings):
+            return value
+        return cls(**(value or {}))
+
+    def fingerprint(self) -> str:
+        """Key for caches of heavy resources built from these settings."""
+        keys = (
+            "home",
+            "dataset",
+            "device_model",
+            "cloud_model",
+            "embedder",
+            "llm_threads",
+            "llm_ctx",
+            "seed",
+        )
+        return "|".join(str(getattr(self, k)) for k in keys)

@@ -1,0 +1,60 @@
+"""The cloud's retrieval tool: a LangChain tool over the Chroma catalogue."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from langchain_core.tools import BaseTool, StructuredTool
+from pydantic import BaseModel, Field
+
+from cdarec.catalogue.store import Catalogue
+
+
+class RetrievalInput(BaseModel):
+    """Arguments of one catalogue search (what the cloud sends; never a history)."""
+
+    query: str = Field(min_length=1, max_length=500, description="semantic search text")
+    k: int = Field(default=30, ge=1, le=500, description="how many items to return")
+    genres: list[str] = Field(default_factory=list, description="keep items with any of these")
+    year_min: int | None = Field(default=None, description="earliest release year")
+    year_max: int | None = Field(default=None, description="latest release year")
+    exclude_ids: list[str] = Field(
+        default_factory=list, max_length=500, description="catalogue ids not to return"
+    )
+
+
+def make_retrieval_tool(catalogue: Catalogue) -> BaseTool:
+    def search_catalogue(
+        query: str,
+        k: int = 30,
+        genres: list[str] | None = None,
+        year_min: int | None = None,
+        year_max: int | None = None,
+        exclude_ids: list[str] | None = None,
+    ) -> list[dict[str, Any]]:
+        hits = catalogue.search(
+            query,
+            k,
+            genres=genres or (),
+            year_min=year_min,
+            year_max=year_max,
+            exclude_ids=exclude_ids or (),
+        )
+        return [
+            {
+                "item_id": h.item_id,
+                "label": h.label,
+                "genres": list(h.genres),
+                "year": h.year,
+                "similarity": round(h.similarity, 4),
+            }
+            for h in hits
+        ]
+
+    return StructuredTool.from_function(
+        search_catalogue,
+        name="search_catalogue",
+        description="Search the movie catalogue by meaning, with optional genre, year and "
+        "id filters. Returns items with their cosine similarity to the query.",
+        args_schema=RetrievalInput,
+    )
