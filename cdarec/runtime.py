@@ -178,6 +178,21 @@ _REGISTRY: dict[str, Resources] = {}
 _REGISTRY_LOCK = threading.Lock()
 
 
+class RunResources:
+    """The shared resources seen with one run's own settings.
+
+    Heavy objects are shared by every run with the same ``fingerprint``; per-run values
+    (the user, retrieval size, planner mode, ...) come from the run's context.
+    """
+
+    def __init__(self, shared: Resources, settings: Settings) -> None:
+        self._shared = shared
+        self.settings = settings
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._shared, name)
+
+
 def get_resources(context: Settings | dict[str, Any] | None) -> Resources:
     settings = Settings.coerce(context)
     key = settings.fingerprint()
@@ -185,7 +200,9 @@ def get_resources(context: Settings | dict[str, Any] | None) -> Resources:
         res = _REGISTRY.get(key)
         if res is None:
             res = _REGISTRY[key] = Resources(settings)
+    if res.settings == settings:
         return res
+    return RunResources(res, settings)  # type: ignore[return-value]
 
 
 def use_resources(res: Resources) -> Resources:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import (
@@ -58,6 +58,11 @@ class Settings(BaseSettings):
         description="Cloud LLM: 'openai:<model>' (any OpenAI-compatible endpoint at "
         "OPENAI_BASE_URL) or 'embedded:<alias|path.gguf>' (cdarec starts a local "
         "llama.cpp OpenAI-compatible server and talks to it over HTTP).",
+    )
+    planner: Literal["llm", "fixed"] = Field(
+        default="llm",
+        description="'llm': the cloud LLM writes the plan; 'fixed': the default plan of the "
+        "user's bucket (ablation: no planner, no planner call).",
     )
     embedder: str = Field(default="minilm-l6-int8", description="Catalogue embedding model.")
     retrieval_k: int = Field(

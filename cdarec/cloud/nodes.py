@@ -52,6 +52,9 @@ def plan_strategy(
     turn, abstract = state["turn"], state["abstract"]
     step = Step("plan_strategy", "cloud", turn)
     request = _request(state)
+    if res.settings.planner == "fixed":
+        plan = default_plan(abstract, state.get("request") or "", res.settings.retrieval_k)
+        return {"plan": plan, "trace": step.done(status="skipped", detail="fixed plan")}
     genres = res.dataset.genres
     prompt = res.prompts["plan_strategy"]
     messages = prompt.messages(

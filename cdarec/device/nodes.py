@@ -172,10 +172,10 @@ def rank_on_device(
     m = min(res.settings.judge_top, len(pool))
     if plan.judge and m > 0:
         judged = pool[:m]
+        # Items watched outside the catalogue stay in the history under their own name.
         recent = [
-            ds.items[ds.item_index[i]].label()
+            ds.items[ds.item_index[i]].label() if i in ds.item_index else i
             for i in rec.history_ids()[-RECENT_FOR_JUDGE:]
-            if i in ds.item_index
         ]
         numbered = "\n".join(
             f"{n}. {p.label} ({', '.join(p.genres) or 'unknown genre'})"

@@ -83,7 +83,8 @@ class TransitionModel:
         counts.eliminate_zeros()
         # Row-normalise with additive smoothing: rare items' transitions count for less.
         row_sum = np.asarray(counts.sum(axis=1)).ravel()
-        inv = sp.diags(1.0 / (row_sum + smoothing))
+        denom = row_sum + smoothing
+        inv = sp.diags(np.divide(1.0, denom, out=np.zeros_like(denom), where=denom > 0))
         return cls((inv @ counts).astype(np.float32).tocsr(), popularity, **kwargs)
 
     def scores(self, history: np.ndarray) -> np.ndarray:

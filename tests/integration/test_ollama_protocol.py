@@ -165,3 +165,23 @@ def test_unknown_model_is_a_404(ollama_url: str) -> None:
         _chat(ollama_url, model="no-such-model:1b").invoke("Say hi")
     assert err.value.status_code == 404
     assert err.value.error == "model 'no-such-model:1b' not found"
+
+
+def test_device_judge_runs_on_ollama_inside_a_graph_turn(
+    ollama_url: str, smol_settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The production device runtime (ChatOllama over HTTP) inside a real graph turn."""
+    from cdarec.graph.builder import build_graph
+    from cdarec.runtime import get_resources
+    from cdarec.settings import Settings
+
+    monkeypatch.setenv("OLLAMA_HOST", ollama_url)
+    s = Settings(
+        **{**smol_settings.model_dump(), "device_model": f"ollama:{MODEL_NAME}", "planner": "fixed"}
+    )
+    assert get_resources(s).device_llm.provider == "ollama"
+    out = build_graph().invoke({"request": "an adventure"}, context=s)
+    step = next(r for r in out["trace"] if r.node == "rank_on_device")
+    assert out["plan"].judge and out["plan"].source == "default"
+    assert step.model == MODEL_NAME and step.tokens_in > 0, step
+    assert out["ranking"]

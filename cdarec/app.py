@@ -1,0 +1,484 @@
+"""cdarec's command line: set-up, catalogue, users, device memory and chat.
+
+Every command builds its settings the same way (``Settings``: flags > environment >
+settings file > defaults) and runs the same graph as ``langgraph dev`` serves.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from cdarec.assets import AssetError, catalog, ensure_asset
+from cdarec.data.atomic import DataError
+from cdarec.llm.factory import ModelSpecError, parse_spec
+from cdarec.llm.server import ServerError
+from cdarec.memory.device_memory import MemoryError_
+from cdarec.prompts import PromptError
+from cdarec.runtime import Resources, UserNotFoundError, get_resources
+from cdarec.settings import Settings
+
+console = Console(highlight=False)
+err_console = Console(stderr=True, highlight=False)
+
+TEST_MODELS = ("smollm2-135m",)
+CHAT_HELP = """Commands:
+  <text>            ask for recommendations ("something like Alien but lighter")
+  like N            thumbs up item N of the last list (goes into device memory)
+  dislike N         thumbs down item N (never shown again; its genres weigh less)
+  more like N       recommendations similar to item N
+  not GENRE         avoid a genre from now on ("not Horror")
+  undo              take back the last feedback
+  help              this text
+  quit              leave (the session resumes with --thread)"""
+
+
+class CliError(Exception):
+    def __init__(self, message: str, code: int = 1) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+# -- settings --------------------------------------------------------------------------------
+def settings_from(args: argparse.Namespace, **extra: Any) -> Settings:
+    overrides = {
+        k: v
+        for k, v in {
+            "home": getattr(args, "home", None),
+            "dataset": getattr(args, "dataset", None),
+            "device_model": getattr(args, "device_model", None),
+            "cloud_model": getattr(args, "cloud_model", None),
+            "user_id": getattr(args, "user", None),
+            **extra,
+        }.items()
+        if v is not None
+    }
+    return Settings(**overrides)
+
+
+@contextmanager
+def progress_bar(label: str) -> Iterator[Callable[[int, int], None]]:
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+        console=err_console,
+        transient=False,
+    ) as prog:
+        task = prog.add_task(label, total=None)
+
+        def update(done: int, total: int) -> None:
+            prog.update(task, completed=done, total=total)
+
+        yield update
+
+
+def _log(msg: str) -> None:
+    err_console.print(f"[dim]{msg}[/dim]")
+
+
+# -- commands --------------------------------------------------------------------------------
+def cmd_models_pull(args: argparse.Namespace) -> int:
+    s = settings_from(args)
+    names = args.names or _default_models(s, args.tests)
+    for name in names:
+        with err_console.status(f"pulling {name} ..."):
+            paths = ensure_asset(s.home, "models", name, _log)
+        console.print(f"[green]ok[/green] {name}: {paths[0]}")
+    return 0
+
+
+def _default_models(s: Settings, tests: bool) -> list[str]:
+    names = []
+    for spec in (s.device_model, s.cloud_model):
+        provider, name = parse_spec(spec)
+        if provider in ("llamacpp", "embedded") and ("models", name) in catalog():
+            names.append(name)
+    if tests:
+        names.extend(TEST_MODELS)
+    return list(dict.fromkeys(names))
+
+
+def cmd_models_list(args: argparse.Namespace) -> int:
+    s = settings_from(args)
+    table = Table("name", "file", "present", "description")
+    for (kind, name), asset in sorted(catalog().items()):
+        if kind != "models":
+            continue
+        path = s.home / "models" / asset.files[0].filename
+        table.add_row(
+            name, asset.files[0].filename, "yes" if path.exists() else "no", asset.description
+        )
+    console.print(table)
+    return 0
+
+
+def cmd_data_pull(args: argparse.Namespace) -> int:
+    s = settings_from(args)
+    for name in args.names or ["ml-1m", "ml-100k"]:
+        paths = ensure_asset(s.home, "datasets", name, _log)
+        console.print(f"[green]ok[/green] {name}: {paths[0].parent}")
+    return 0
+
+
+def cmd_index(args: argparse.Namespace) -> int:
+    s = settings_from(args)
+    res = Resources(s)
+    ds = res.dataset
+    from cdarec.catalogue.store import open_catalogue
+
+    cat = open_catalogue(s.home, ds, s.embedder, threads=s.llm_threads)
+    with progress_bar(f"indexing {ds.name}") as update:
+        report = cat.index(ds.items, progress=update)
+    console.print(f"catalogue {cat.name}: {cat.count()} items ({report})")
+    return 0
+
+
+def cmd_setup(args: argparse.Namespace) -> int:
+    """Everything a first run needs: models, embedder, data, catalogue, sequence model."""
+    s = settings_from(args)
+    cmd_models_pull(argparse.Namespace(**{**vars(args), "names": None}))
+    ensure_asset(s.home, "embedders", s.embedder, _log)
+    datasets = args.datasets or [s.dataset]
+    for name in datasets:
+        ds_args = argparse.Namespace(**{**vars(args), "dataset": name})
+        if name in ("ml-1m", "ml-100k"):
+            ensure_asset(s.home, "datasets", name, _log)
+        cmd_index(ds_args)
+        res = Resources(settings_from(ds_args))
+        with err_console.status(f"fitting the structured user model on {name} ..."):
+            res.sequence_model  # noqa: B018  (built and cached on disk)
+    console.print("[green]set-up complete[/green]")
+    return 0
+
+
+def cmd_users(args: argparse.Namespace) -> int:
+    res = Resources(settings_from(args))
+    ds = res.dataset
+    table = Table("user", "interactions", title=f"{ds.name}: {ds.n_users} users")
+    for u in ds.users[: args.limit]:
+        table.add_row(u, str(len(ds.sequence(u))))
+    on_device = res.memory.users()
+    console.print(table)
+    if on_device:
+        console.print(f"devices with memory: {', '.join(on_device[:20])}")
+    return 0
+
+
+def cmd_memory(args: argparse.Namespace) -> int:
+    s = settings_from(args)
+    res = Resources(s)
+    if args.action == "new":
+        if res.memory.exists(args.user):
+            raise CliError(f"user '{args.user}' already has device memory; use `memory reset`")
+        res.memory.seed(args.user, [])
+        console.print(f"created an empty (cold-start) device for '{args.user}'")
+    elif args.action == "reset":
+        if not res.dataset.has_user(args.user):
+            res.memory.seed(args.user, [], overwrite=True)
+        else:
+            res.memory.seed(args.user, res.dataset_history(args.user), overwrite=True)
+        console.print(f"device memory of '{args.user}' re-seeded")
+    else:
+        rec = res.device_record(args.user)
+        console.print(
+            f"{len(rec.history)} events, {len(rec.feedback)} feedback, "
+            f"{len(rec.shown)} sessions (stored at {res.memory.path(args.user)})"
+        )
+        for f in rec.feedback[-10:]:
+            console.print(f"  {f.kind} {f.item_id or f.genre or ''}")
+    return 0
+
+
+# -- chat ------------------------------------------------------------------------------------
+_FEEDBACK = re.compile(r"^(like|dislike|more like|more)\s*#?(\d+)$", re.IGNORECASE)
+_NOT_GENRE = re.compile(r"^(?:not|no more)\s+(.+)$", re.IGNORECASE)
+
+
+class ChatSession:
+    """One chat session (a LangGraph thread) for one user's device."""
+
+    def __init__(self, settings: Settings, thread: str | None) -> None:
+        from cdarec.graph.builder import build_graph
+        from cdarec.graph.checkpoint import sqlite_checkpointer
+
+        self.settings = settings
+        self.res = get_resources(settings)
+        self.user = settings.user_id or ""
+        self.res.device_record(self.user)  # unknown user: clear error before anything runs
+        self.graph = build_graph(sqlite_checkpointer(settings.checkpoint_db))
+        self.thread = thread or f"{_slug(self.user)}-{uuid.uuid4().hex[:8]}"
+        self.config = {"configurable": {"thread_id": self.thread}}
+
+    def last_ranking(self) -> list[Any]:
+        return list(self.graph.get_state(self.config).values.get("ranking") or [])
+
+    def item(self, n: int) -> Any:
+        ranking = self.last_ranking()
+        if not 1 <= n <= len(ranking):
+            raise CliError(f"there is no item {n} in the last list (1..{len(ranking)})", 2)
+        return ranking[n - 1]
+
+    def feedback(self, text: str) -> tuple[str | None, str]:
+        """Apply a feedback command; returns (request to run or None, message)."""
+        text = text.strip()
+        mem = self.res.memory
+        if text.lower() == "undo":
+            last = mem.undo_feedback(self.user)
+            return (
+                None,
+                f"undone: {last.kind} {last.item_id or last.genre}" if last else "nothing to undo",
+            )
+        m = _FEEDBACK.match(text)
+        if m:
+            kind, item = m.group(1).lower(), self.item(int(m.group(2)))
+            if kind in ("more like", "more"):
+                mem.add_feedback(self.user, "more_like", item_id=item.item_id, thread=self.thread)
+                return f"more movies like {item.label}", f"more like {item.label}"
+            mem.add_feedback(self.user, kind, item_id=item.item_id, thread=self.thread)  # type: ignore[arg-type]
+            return None, f"{kind}d {item.label} (saved on the device)"
+        m = _NOT_GENRE.match(text)
+        if m:
+            wanted = m.group(1).strip().lower()
+            genre = next((g for g in self.res.dataset.genres if g.lower() == wanted), None)
+            if genre is None:
+                raise CliError(
+                    f"unknown genre '{m.group(1)}'; genres: {', '.join(self.res.dataset.genres)}", 2
+                )
+            mem.add_feedback(self.user, "not_genre", genre=genre, thread=self.thread)
+            return None, f"will avoid {genre}"
+        return text, ""
+
+    def turn(self, request: str, on_step: Callable[[Any], None] | None = None) -> dict[str, Any]:
+        final: dict[str, Any] = {}
+        for update in self.graph.stream(
+            {"request": request}, self.config, context=self.settings, stream_mode="updates"
+        ):
+            for _node, values in update.items():
+                for rec in (values or {}).get("trace", []) if isinstance(values, dict) else []:
+                    if on_step:
+                        on_step(rec)
+        final = self.graph.get_state(self.config).values
+        return final
+
+
+def _slug(s: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_-]+", "_", s)[:40] or "user"
+
+
+def print_step(rec: Any) -> None:
+    colour = "cyan" if rec.side == "cloud" else "magenta"
+    flag = "" if rec.status == "ok" else f" [yellow]{rec.status}[/yellow]"
+    tokens = f" {rec.tokens_in}->{rec.tokens_out} tok" if rec.tokens_in or rec.tokens_out else ""
+    err_console.print(
+        f"  [{colour}]{rec.side:6}[/{colour}] {rec.node:26} {rec.ms:6d} ms{tokens}{flag}"
+    )
+
+
+def print_turn(values: dict[str, Any]) -> None:
+    plan = values.get("plan")
+    table = Table(
+        "#",
+        "title",
+        "genres",
+        "why",
+        title=values.get("request") or "recommendations",
+        show_lines=False,
+    )
+    for r in values.get("ranking") or []:
+        table.add_row(str(r.rank), r.label, ", ".join(r.genres), r.reason)
+    console.print(table)
+    if plan is not None:
+        w = plan.weights
+        console.print(
+            f"[dim]plan ({plan.source}): semantic={'on' if plan.semantic else 'off'} "
+            f"sequence={'on' if plan.sequence else 'off'} k={plan.retrieval.k} weights "
+            f"seq {w.sequence:.2f} / sem {w.semantic:.2f} / slm {w.judge:.2f}[/dim]"
+        )
+    trace = values.get("trace") or []
+    if trace:
+        t0 = min(r.start for r in trace)
+        span = max(r.end for r in trace) - t0 or 1.0
+        console.print(f"[dim]steps (total {span * 1000:.0f} ms):[/dim]")
+        for r in sorted(trace, key=lambda r: r.start):
+            a = int((r.start - t0) / span * 40)
+            b = max(a + 1, int((r.end - t0) / span * 40))
+            bar = " " * a + "█" * (b - a)
+            console.print(
+                f"[dim]  {r.side:6} {r.node:26} {r.ms:6d} ms |{bar:<40}|"
+                f"{'' if r.status == 'ok' else ' ' + r.status}[/dim]"
+            )
+
+
+def turn_json(session: ChatSession, values: dict[str, Any]) -> str:
+    def dump(v: Any) -> Any:
+        return v.model_dump(mode="json") if hasattr(v, "model_dump") else v
+
+    return json.dumps(
+        {
+            "thread": session.thread,
+            "user": session.user,
+            "turn": values.get("turn"),
+            "request": values.get("request"),
+            "abstract": dump(values.get("abstract")),
+            "plan": dump(values.get("plan")),
+            "ranking": [dump(r) for r in values.get("ranking") or []],
+            "trace": [{**dump(r), "ms": r.ms} for r in values.get("trace") or []],
+        },
+        indent=2,
+    )
+
+
+def cmd_chat(args: argparse.Namespace) -> int:
+    if not args.user:
+        raise CliError("chat needs --user ID (see `cdarec users`)", 2)
+    session = ChatSession(settings_from(args), args.thread)
+    on_step = None if args.json else print_step
+
+    def run(text: str) -> None:
+        request, message = session.feedback(text)
+        if message and not args.json:
+            console.print(f"[green]{message}[/green]")
+        if request is None:
+            return
+        values = session.turn(request, on_step)
+        if args.json:
+            print(turn_json(session, values))
+        else:
+            print_turn(values)
+
+    if args.message is not None and args.once:
+        run(args.message)
+        return 0
+    if not args.json:
+        console.print(
+            f"cdarec chat - user {session.user}, session {session.thread} (`help` for commands)"
+        )
+    if args.message is not None:
+        run(args.message)
+    interactive = sys.stdin.isatty()
+    while True:
+        try:
+            text = input("you> " if interactive else "")
+        except EOFError:
+            break
+        text = text.strip()
+        if not text:
+            continue
+        if text.lower() in ("quit", "exit", "q"):
+            break
+        if text.lower() in ("help", "?"):
+            console.print(CHAT_HELP)
+            continue
+        try:
+            run(text)
+        except CliError as err:
+            err_console.print(f"[red]{err}[/red]")
+    if not args.json:
+        console.print(f"resume with: cdarec chat --user {session.user} --thread {session.thread}")
+    return 0
+
+
+# -- parser ----------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--home", help="data home (default $CDAREC_HOME or ~/.cache/cdarec)")
+    common.add_argument("--dataset", help="ml-1m (default), ml-100k or a RecBole atomic dir")
+    common.add_argument(
+        "--device-model", help="e.g. llamacpp:qwen2.5-coder-0.5b, ollama:qwen2.5:0.5b"
+    )
+    common.add_argument(
+        "--cloud-model", help="e.g. embedded:qwen2.5-coder-1.5b, openai:gpt-4o-mini"
+    )
+
+    p = argparse.ArgumentParser(
+        prog="cdarec",
+        description="Cloud-device collaborative agents for sequential recommendation. The "
+        "cloud LLM plans and retrieves from a Chroma catalogue; a small model on the device "
+        "keeps the private history, models the sequence and ranks.",
+        epilog="Settings: flags > CDAREC_* environment > $CDAREC_HOME/settings.toml > defaults.",
+    )
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("setup", parents=[common], help="pull models and data, build the catalogue")
+    s.add_argument("--tests", action="store_true", help="also pull the small test model")
+    s.add_argument("--datasets", nargs="*", help="data sets to prepare (default: --dataset)")
+    s.set_defaults(func=cmd_setup)
+
+    m = sub.add_parser("models", help="list or pull model files").add_subparsers(
+        dest="action", required=True
+    )
+    mp = m.add_parser("pull", parents=[common], help="download, assemble and verify models")
+    mp.add_argument("names", nargs="*", help="model names (default: the configured ones)")
+    mp.add_argument("--tests", action="store_true", help="also pull the small test model")
+    mp.set_defaults(func=cmd_models_pull)
+    m.add_parser("list", parents=[common], help="known models").set_defaults(func=cmd_models_list)
+
+    d = sub.add_parser("data", help="data sets").add_subparsers(dest="action", required=True)
+    dp = d.add_parser("pull", parents=[common], help="download MovieLens (research use only)")
+    dp.add_argument("names", nargs="*", help="ml-1m, ml-100k (default both)")
+    dp.set_defaults(func=cmd_data_pull)
+
+    sub.add_parser(
+        "index", parents=[common], help="build or update the Chroma catalogue (idempotent)"
+    ).set_defaults(func=cmd_index)
+
+    u = sub.add_parser("users", parents=[common], help="list users of the data set")
+    u.add_argument("--limit", type=int, default=20)
+    u.set_defaults(func=cmd_users)
+
+    mem = sub.add_parser("memory", parents=[common], help="a user's device memory")
+    mem.add_argument(
+        "action",
+        choices=["show", "reset", "new"],
+        help="show it; reset = re-seed from the data set; new = empty cold-start device",
+    )
+    mem.add_argument("--user", required=True)
+    mem.set_defaults(func=cmd_memory)
+
+    c = sub.add_parser(
+        "chat",
+        parents=[common],
+        help="chat with the recommender as a user",
+        description="Interactive recommendation chat. " + CHAT_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    c.add_argument("--user", help="the device's user id (see `cdarec users`)")
+    c.add_argument("--thread", help="resume this session")
+    c.add_argument("--message", help="send this message first")
+    c.add_argument("--once", action="store_true", help="with --message: one turn, then exit")
+    c.add_argument("--json", action="store_true", help="print each turn as JSON")
+    c.set_defaults(func=cmd_chat)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except CliError as err:
+        err_console.print(f"[red]error:[/red] {err}")
+        return err.code
+    except UserNotFoundError as err:
+        err_console.print(f"[red]error:[/red] {err}")
+        return 2
+    except (AssetError, DataError, ModelSpecError, PromptError, ServerError, MemoryError_) as err:
+        err_console.print(f"[red]error:[/red] {err}")
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Quickstart command 2: the same set-up, then lint and the whole test suite (unit and
+# integration tests on the real small models, real Chroma and real HTTP servers).
+# Extra arguments go to pytest.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
+step "pulling the test model and the data sets"
+.venv/bin/cdarec models pull smollm2-135m
+.venv/bin/cdarec data pull ml-100k ml-1m
+step "ruff"
+.venv/bin/ruff check cdarec tests
+step "pytest"
+.venv/bin/python -m pytest "$@"

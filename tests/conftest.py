@@ -1,0 +1,61 @@
+"""Shared fixtures.
+
+Tests run in a temporary data home that links to the real downloaded models, data sets
+and embedder (pulled by scripts/test.sh), so device memory, checkpoints and Chroma
+collections written by tests never touch the user's own.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from cdarec.settings import Settings
+
+REAL_HOME = Path(os.environ.get("CDAREC_HOME", Path.home() / ".cache" / "cdarec")).expanduser()
+SMOL = "smollm2-135m"
+
+
+def _link_assets(home: Path) -> None:
+    for sub in ("models", "datasets", "embedders"):
+        src = REAL_HOME / sub
+        if src.exists() and not (home / sub).exists():
+            (home / sub).symlink_to(src, target_is_directory=True)
+
+
+@pytest.fixture(scope="session")
+def shared_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One home for the session (its Chroma catalogue and model caches are reused)."""
+    home = tmp_path_factory.mktemp("cdarec-home")
+    _link_assets(home)
+    return home
+
+
+@pytest.fixture()
+def home(tmp_path: Path) -> Path:
+    """A fresh home per test (for device-memory tests that must start empty)."""
+    _link_assets(tmp_path)
+    return tmp_path
+
+
+def need_asset(path: Path) -> None:
+    if not path.exists():
+        pytest.fail(f"{path} is missing: run `bash scripts/test.sh` (it pulls the test assets)")
+
+
+@pytest.fixture(scope="session")
+def smol_settings(shared_home: Path) -> Settings:
+    need_asset(REAL_HOME / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf")
+    need_asset(REAL_HOME / "datasets" / "ml-100k" / "ml-100k.inter")
+    return Settings(
+        home=shared_home,
+        dataset="ml-100k",
+        user_id="196",
+        device_model=f"llamacpp:{SMOL}",
+        cloud_model=f"embedded:{SMOL}",
+        llm_threads=2,
+        judge_top=4,
+        show_top=4,
+    )

@@ -1,0 +1,76 @@
+"""Fake chat models for unit tests (say so: these never stand in for a capability test).
+
+``ScriptedChat`` answers with a function of the prompt and records every prompt, so a
+unit test can drive the whole graph without loading a model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from langchain_core.callbacks import CallbackManagerForLLMRun
+from langchain_core.language_models.chat_models import BaseChatModel
+from langchain_core.messages import AIMessage, BaseMessage
+from langchain_core.outputs import ChatGeneration, ChatResult
+from pydantic import ConfigDict, Field
+
+from cdarec.llm.factory import LLM
+
+
+class ScriptedChat(BaseChatModel):
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    script: Callable[[list[BaseMessage]], str]
+    prompts: list[list[BaseMessage]] = Field(default_factory=list)
+    fail: bool = False
+
+    @property
+    def _llm_type(self) -> str:
+        return "scripted-fake"
+
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        self.prompts.append(list(messages))
+        if self.fail:
+            raise ConnectionError("fake endpoint is down")
+        text = self.script(messages)
+        msg = AIMessage(
+            content=text,
+            usage_metadata={
+                "input_tokens": sum(len(str(m.content).split()) for m in messages),
+                "output_tokens": len(text.split()),
+                "total_tokens": 0,
+            },
+        )
+        return ChatResult(generations=[ChatGeneration(message=msg)])
+
+
+def fake_llm(
+    script: Callable[[list[BaseMessage]], str], name: str = "fake", fail: bool = False
+) -> LLM:
+    return LLM(
+        spec=f"fake:{name}",
+        provider="llamacpp",
+        name=name,
+        chat=ScriptedChat(script=script, prompts=[], fail=fail),
+    )
+
+
+def by_task(plan: str, queries: str, judge: str) -> Callable[[list[BaseMessage]], str]:
+    """Answer each sub-task's prompt (recognised by its system prompt) with fixed JSON."""
+
+    def script(messages: list[BaseMessage]) -> str:
+        system = str(messages[0].content)
+        if "You plan a movie recommendation turn" in system:
+            return plan
+        if "You write search queries" in system:
+            return queries
+        return judge
+
+    return script

@@ -1,0 +1,146 @@
+"""The whole graph with fake chat models (unit: no model is loaded).
+
+Real data (ML-100K), real Chroma and the real embedder; only the LLMs are scripted, so
+routing, fan-out, fallbacks and memory effects are checked fast and deterministically.
+The same paths run on real models in tests/integration.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from langgraph.checkpoint.memory import InMemorySaver
+
+from cdarec.graph.builder import CLOUD_NODES, build_graph
+from cdarec.graph.state import CloudView
+from cdarec.runtime import Resources, UserNotFoundError, use_resources
+from cdarec.settings import Settings
+from tests.conftest import REAL_HOME
+from tests.fakes import by_task, fake_llm
+
+PLAN = json.dumps(
+    {
+        "semantic_retrieval": True,
+        "sequence_model": True,
+        "k": 20,
+        "genres": [],
+        "w_sequence": 0.5,
+        "w_semantic": 0.3,
+        "w_judge": 0.2,
+        "note": "both",
+    }
+)
+SEMANTIC_ONLY = json.dumps(
+    {
+        "semantic_retrieval": True,
+        "sequence_model": False,
+        "k": 20,
+        "genres": ["Comedy"],
+        "w_sequence": 0.0,
+        "w_semantic": 1.0,
+        "w_judge": 0.0,
+    }
+)
+QUERIES = json.dumps({"queries": ["light science fiction comedy"]})
+JUDGE = json.dumps({"picks": [{"n": 2, "reason": "fits"}, {"n": 1, "reason": "also"}]})
+
+
+@pytest.fixture()
+def setup(home: Path):
+    if not (REAL_HOME / "datasets" / "ml-100k").exists():
+        pytest.fail("ML-100K missing: run scripts/test.sh")
+
+    def make(plan: str = PLAN, user: str = "196", cloud_fail: bool = False):
+        s = Settings(home=home, dataset="ml-100k", user_id=user, judge_top=4, show_top=4)
+        cloud = fake_llm(by_task(plan, QUERIES, JUDGE), "cloud", fail=cloud_fail)
+        device = fake_llm(by_task(plan, QUERIES, JUDGE), "device")
+        res = use_resources(Resources(s, device_llm=device, cloud_llm=cloud))
+        return s, res, build_graph(InMemorySaver())
+
+    return make
+
+
+def nodes(out) -> list[str]:
+    return [r.node for r in out["trace"]]
+
+
+def test_full_turn_runs_every_planned_node_once(setup) -> None:
+    s, res, g = setup()
+    out = g.invoke({"request": "something light"}, {"configurable": {"thread_id": "t"}}, context=s)
+    assert sorted(nodes(out)) == sorted(
+        [
+            "summarize_on_device",
+            "plan_strategy",
+            "model_semantics",
+            "retrieve_candidates",
+            "model_sequence_on_device",
+            "rank_on_device",
+            "respond",
+        ]
+    )
+    assert out["plan"].source == "planner"
+    assert len(out["ranking"]) == 4
+    # the SLM's first pick (candidate 2) is ranked above its second (candidate 1)
+    assert out["ranking"][0].reason == "fits"
+    seen = set(res.device_record("196").history_ids())
+    assert not seen & {r.item_id for r in out["ranking"]}, "watched items are never recommended"
+
+
+def test_plan_without_sequence_skips_the_device_branch(setup) -> None:
+    s, _res, g = setup(plan=SEMANTIC_ONLY)
+    out = g.invoke({"request": "comedy"}, {"configurable": {"thread_id": "t"}}, context=s)
+    assert "model_sequence_on_device" not in nodes(out)
+    assert all("Comedy" in r.genres for r in out["ranking"]), "the plan's genre filter applies"
+
+
+def test_invalid_plan_falls_back_to_the_bucket_default(setup) -> None:
+    s, _res, g = setup(plan='{"semantic_retrieval": "maybe"}')
+    out = g.invoke({"request": ""}, {"configurable": {"thread_id": "t"}}, context=s)
+    assert out["plan"].source == "default"
+    step = next(r for r in out["trace"] if r.node == "plan_strategy")
+    assert step.status == "fallback" and "default plan" in step.detail
+
+
+def test_dead_cloud_still_answers_with_visible_fallbacks(setup) -> None:
+    s, _res, g = setup(cloud_fail=True)
+    out = g.invoke({"request": "a comedy"}, {"configurable": {"thread_id": "t"}}, context=s)
+    statuses = {r.node: r.status for r in out["trace"]}
+    assert statuses["plan_strategy"] == "fallback" and statuses["model_semantics"] == "fallback"
+    assert out["ranking"], "the device still ranks"
+
+
+def test_feedback_changes_the_next_turn_and_turns_resume(setup) -> None:
+    s, res, g = setup()
+    cfg = {"configurable": {"thread_id": "t"}}
+    first = g.invoke({"request": ""}, cfg, context=s)
+    top = first["ranking"][0]
+    res.memory.add_feedback("196", "dislike", item_id=top.item_id, thread="t")
+    second = g.invoke({"request": ""}, cfg, context=s)
+    assert second["turn"] == first["turn"] + 1
+    assert top.item_id not in {r.item_id for r in second["ranking"]}
+    assert second["abstract"].state.live_feedback == "negative"
+    # items shown in this session are not repeated
+    assert not {r.item_id for r in first["ranking"]} & {r.item_id for r in second["ranking"]}
+
+
+def test_unknown_user_is_a_clear_error(setup) -> None:
+    s, _res, g = setup(user="nobody-here")
+    with pytest.raises(UserNotFoundError, match="cdarec users"):
+        g.invoke({"request": "hi"}, {"configurable": {"thread_id": "t"}}, context=s)
+
+
+def test_cloud_nodes_can_only_read_the_cloud_view() -> None:
+    g = build_graph()
+    for name in CLOUD_NODES:
+        assert g.builder.nodes[name].input_schema is CloudView, name
+    # the cloud view has no channel for history or device outputs
+    assert set(CloudView.__annotations__) == {
+        "turn",
+        "request",
+        "abstract",
+        "plan",
+        "queries",
+        "candidates",
+    }

@@ -1,0 +1,87 @@
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from cdarec.graph.plan import PlanDraft, Weights, default_plan, draft_json_schema
+from cdarec.graph.schemas import UserAbstract, UserState
+
+GENRES = {"Comedy", "Horror", "Sci-Fi"}
+
+
+def abstract(bucket: str, feedback: str = "none") -> UserAbstract:
+    size = {"cold": "1-2", "light": "3-20", "heavy": "101-500"}[bucket]
+    return UserAbstract(
+        state=UserState(bucket=bucket, history_size=size, recency="active", live_feedback=feedback)
+    )
+
+
+def draft(**kw: object) -> dict:
+    base = {
+        "semantic_retrieval": True,
+        "sequence_model": True,
+        "k": 30,
+        "genres": [],
+        "w_sequence": 0.5,
+        "w_semantic": 0.3,
+        "w_judge": 0.2,
+    }
+    return {**base, **kw}
+
+
+def test_valid_draft_becomes_plan_with_normalised_weights() -> None:
+    d = PlanDraft.model_validate(
+        draft(w_sequence=1, w_semantic=1, w_judge=0), context={"genres": GENRES}
+    )
+    plan = d.to_plan()
+    assert plan.weights.sequence == pytest.approx(0.5)
+    assert plan.weights.judge == 0 and plan.judge is False
+    assert plan.source == "planner"
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"genres": ["Alien (1979)"]}, "unknown genres"),
+        ({"semantic_retrieval": False, "sequence_model": False}, "at least one"),
+        ({"w_sequence": 1.5}, "less than or equal"),
+        ({"k": 0}, "greater than or equal"),
+        ({"year_min": 2000, "year_max": 1990}, "year_min"),
+    ],
+)
+def test_invalid_drafts_are_rejected(change: dict, message: str) -> None:
+    with pytest.raises(ValidationError, match=message):
+        PlanDraft.model_validate(draft(**change), context={"genres": GENRES})
+
+
+def test_weights_must_not_all_be_zero() -> None:
+    with pytest.raises(ValidationError):
+        Weights(sequence=0, semantic=0, judge=0)
+
+
+def test_default_plans_follow_the_bucket() -> None:
+    cold = default_plan(abstract("cold"), "", 30)
+    heavy = default_plan(abstract("heavy"), "", 30)
+    assert cold.source == "default" and not cold.sequence and cold.semantic
+    assert heavy.sequence and heavy.weights.sequence > heavy.weights.semantic
+    assert cold.weights.semantic > cold.weights.sequence
+    # a clear request pulls weight to semantic relevance
+    asked = default_plan(abstract("heavy"), "a light space comedy please", 30)
+    assert asked.weights.semantic > heavy.weights.semantic
+    # live feedback switches the sequence model on even for a cold user
+    assert default_plan(abstract("cold", "positive"), "", 30).sequence
+
+
+def test_schema_constrains_genres_to_the_catalogue() -> None:
+    schema = draft_json_schema(sorted(GENRES))
+    assert schema["properties"]["genres"]["items"]["enum"] == sorted(GENRES)
+
+
+def test_plan_lists_steps_with_sides_and_parallel_groups() -> None:
+    plan = default_plan(abstract("heavy"), "", 30)
+    steps = {s.task: s for s in plan.steps()}
+    assert steps["model_semantics"].side == "cloud"
+    assert steps["model_sequence_on_device"].side == "device"
+    assert steps["model_semantics"].group == steps["model_sequence_on_device"].group
+    cold_steps = {s.task for s in default_plan(abstract("cold"), "", 30).steps()}
+    assert "model_sequence_on_device" not in cold_steps
