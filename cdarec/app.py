@@ -390,6 +390,13 @@ def cmd_chat(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_turns(args: argparse.Namespace) -> int:
+    from cdarec.bench.turns import run
+
+    run(settings_from(args, user_id=args.user), args.turns, console)
+    return 0
+
+
 # -- parser ----------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
@@ -446,6 +453,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     mem.add_argument("--user", required=True)
     mem.set_defaults(func=cmd_memory)
+
+    b = sub.add_parser("bench", help="benchmarks (print tables)").add_subparsers(
+        dest="action", required=True
+    )
+    bt = b.add_parser("turns", parents=[common], help="latency and memory of chat turns")
+    bt.add_argument("--user", default="1m_1")
+    bt.add_argument("--turns", type=int, default=6, help="warm turns after the first")
+    bt.set_defaults(func=cmd_bench_turns)
 
     c = sub.add_parser(
         "chat",
