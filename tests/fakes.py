@@ -63,13 +63,13 @@ def fake_llm(
 
 
 def by_task(plan: str, queries: str, judge: str) -> Callable[[list[BaseMessage]], str]:
-    """Answer each sub-task's prompt (recognised by its system prompt) with fixed JSON."""
+    """Answer each sub-task's prompt (recognised by its task line) with fixed JSON."""
 
     def script(messages: list[BaseMessage]) -> str:
-        system = str(messages[0].content)
-        if "You plan a movie recommendation turn" in system:
+        text = "\n".join(str(m.content) for m in messages)
+        if "Task: plan this turn" in text:
             return plan
-        if "You write search queries" in system:
+        if "Task: write one to three short search queries" in text:
             return queries
         return judge
 

@@ -45,31 +45,35 @@ def _request(state: CloudView) -> str:
     return (state.get("request") or "").strip() or "(no request: recommend what fits)"
 
 
+def _cloud_values(res: Any, state: CloudView) -> dict[str, Any]:
+    """The variables of every cloud prompt. Both cloud prompts start with the same
+    system text, abstract and request, so the second call reuses the first's prefix."""
+    return {
+        "genres": ", ".join(res.dataset.genres),
+        "retrieval_k": res.settings.retrieval_k,
+        "abstract": state["abstract"].describe(),
+        "request": _request(state),
+    }
+
+
 def plan_strategy(
     state: CloudView, runtime: Runtime[Settings], config: RunnableConfig
 ) -> dict[str, Any]:
     res = get_resources(runtime.context)
     turn, abstract = state["turn"], state["abstract"]
     step = Step("plan_strategy", "cloud", turn)
-    request = _request(state)
     if res.settings.planner == "fixed":
         plan = default_plan(abstract, state.get("request") or "", res.settings.retrieval_k)
         return {"plan": plan, "trace": step.done(status="skipped", detail="fixed plan")}
     genres = res.dataset.genres
-    prompt = res.prompts["plan_strategy"]
-    messages = prompt.messages(
-        abstract=abstract.describe(),
-        request=request,
-        genres=", ".join(genres),
-        retrieval_k=res.settings.retrieval_k,
-    )
+    messages = res.prompts["plan_strategy"].messages(**_cloud_values(res, state))
     out = call_structured(
         res.cloud_llm,
         PlanDraft,
         messages,
         max_tokens=PLAN_MAX_TOKENS,
         json_schema=draft_json_schema(genres),
-        context={"genres": set(genres)},
+        context={"genres": set(genres), "bucket": abstract.state.bucket},
         fallback=lambda: None,
         config=config,  # type: ignore[arg-type, return-value]
     )
@@ -101,9 +105,7 @@ def model_semantics(
 ) -> dict[str, Any]:
     res = get_resources(runtime.context)
     step = Step("model_semantics", "cloud", state["turn"])
-    messages = res.prompts["model_semantics"].messages(
-        abstract=state["abstract"].describe(), request=_request(state)
-    )
+    messages = res.prompts["model_semantics"].messages(**_cloud_values(res, state))
     out = call_structured(
         res.cloud_llm,
         SemanticQueries,

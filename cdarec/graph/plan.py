@@ -10,7 +10,14 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from cdarec.graph.schemas import Bucket, GenreName, UserAbstract
 
@@ -108,9 +115,14 @@ class PlanDraft(BaseModel):
         return list(dict.fromkeys(v))
 
     @model_validator(mode="after")
-    def _something_runs(self) -> PlanDraft:
+    def _something_runs(self, info: ValidationInfo) -> PlanDraft:
         if not (self.semantic_retrieval or self.sequence_model):
             raise ValueError("at least one of semantic_retrieval, sequence_model must be true")
+        bucket = (info.context or {}).get("bucket")
+        if bucket in ("light", "heavy") and not self.sequence_model:
+            # A guardrail, not a preference: a user with history always gets the model
+            # of that history; the planner decides how much it weighs.
+            raise ValueError(f"a {bucket} user has history: sequence_model must be true")
         if self.year_min and self.year_max and self.year_min > self.year_max:
             raise ValueError("year_min is after year_max")
         return self
@@ -125,7 +137,7 @@ class PlanDraft(BaseModel):
         return Plan(
             semantic=self.semantic_retrieval,
             sequence=self.sequence_model,
-            judge=weights.judge > 0,
+            judge=True,  # the device SLM always explains; w_judge sets how much its order counts
             retrieval=Retrieval(
                 k=self.k, genres=self.genres, year_min=self.year_min, year_max=self.year_max
             ),

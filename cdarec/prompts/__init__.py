@@ -1,7 +1,10 @@
 """Every prompt is a file in this folder, one per sub-task.
 
-A prompt file has a front matter (``name``, ``side``, ``variables``), optional HTML
+A prompt file has a front matter (``name``, ``side``, ``variables``, optionally
+``system: <other prompt>`` to share that prompt's system section), optional HTML
 comments (stripped), and ``## system`` / ``## user`` sections in ``str.format`` syntax.
+The cloud prompts share one system prompt (``cloud_context.md``) and start their user
+messages alike, so the model's prompt cache serves the common prefix.
 A user's edited copy in ``$CDAREC_HOME/prompts/<name>.md`` takes precedence over the
 packaged one and survives upgrades. A prompt whose placeholders do not match the
 variables the code supplies is refused at load, naming the file and the variable.
@@ -11,7 +14,7 @@ from __future__ import annotations
 
 import re
 import string
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
 
@@ -19,7 +22,8 @@ from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
 
 # The variables the code passes to each prompt (the contract an edited prompt must keep).
 EXPECTED: dict[str, frozenset[str]] = {
-    "plan_strategy": frozenset({"abstract", "request", "genres", "retrieval_k"}),
+    "cloud_context": frozenset({"genres", "retrieval_k"}),
+    "plan_strategy": frozenset({"abstract", "request"}),
     "model_semantics": frozenset({"abstract", "request"}),
     "rank_on_device": frozenset({"recent", "request", "candidates"}),
 }
@@ -39,6 +43,7 @@ class Prompt:
     system: str
     user: str
     path: str
+    shared_system: str | None = None
 
     def messages(self, **values: object) -> list[BaseMessage]:
         return [
@@ -69,8 +74,14 @@ def parse_prompt(text: str, path: str, expected: frozenset[str] | None = None) -
     body = _COMMENT.sub("", body)
     parts = _SECTION.split(body)
     sections = {parts[i]: parts[i + 1].strip() for i in range(1, len(parts) - 1, 2)}
-    if "system" not in sections or "user" not in sections:
+    shared = meta.get("system")
+    if shared:
+        if "system" in sections:
+            raise PromptError(f"{path}: has a '## system' section and 'system: {shared}'")
+        sections["system"] = ""
+    if "system" not in sections or ("user" not in sections and not meta.get("shared")):
         raise PromptError(f"{path}: needs a '## system' and a '## user' section")
+    sections.setdefault("user", "")
     name = meta.get("name") or Path(path).stem
     expected = EXPECTED.get(name) if expected is None else expected
     used = _placeholders(sections["system"], path) | _placeholders(sections["user"], path)
@@ -85,7 +96,7 @@ def parse_prompt(text: str, path: str, expected: frozenset[str] | None = None) -
                 f"{path}: missing variable {{{var}}}; expected: "
                 f"{', '.join('{' + v + '}' for v in sorted(expected))}"
             )
-    return Prompt(name, meta.get("side", "?"), sections["system"], sections["user"], path)
+    return Prompt(name, meta.get("side", "?"), sections["system"], sections["user"], path, shared)
 
 
 def packaged_text(name: str) -> str:
@@ -96,11 +107,17 @@ def packaged_text(name: str) -> str:
 
 
 def load_prompt(name: str, override_dir: Path | None = None) -> Prompt:
+    prompt = None
     if override_dir is not None:
         path = override_dir / f"{name}.md"
         if path.exists():
-            return parse_prompt(path.read_text("utf-8"), str(path))
-    return parse_prompt(packaged_text(name), f"cdarec/prompts/{name}.md")
+            prompt = parse_prompt(path.read_text("utf-8"), str(path))
+    if prompt is None:
+        prompt = parse_prompt(packaged_text(name), f"cdarec/prompts/{name}.md")
+    if prompt.shared_system:
+        base = load_prompt(prompt.shared_system, override_dir)
+        prompt = replace(prompt, system=base.system)
+    return prompt
 
 
 def load_all(override_dir: Path | None = None) -> dict[str, Prompt]:

@@ -89,10 +89,20 @@ def test_full_turn_runs_every_planned_node_once(setup) -> None:
 
 
 def test_plan_without_sequence_skips_the_device_branch(setup) -> None:
-    s, _res, g = setup(plan=SEMANTIC_ONLY)
+    s, res, g = setup(plan=SEMANTIC_ONLY, user="newbie")
+    res.memory.seed("newbie", [])  # cold start: the planner may leave the sequence out
     out = g.invoke({"request": "comedy"}, {"configurable": {"thread_id": "t"}}, context=s)
     assert "model_sequence_on_device" not in nodes(out)
+    assert out["plan"].source == "planner"
     assert all("Comedy" in r.genres for r in out["ranking"]), "the plan's genre filter applies"
+
+
+def test_planner_may_not_drop_the_history_of_a_heavy_user(setup) -> None:
+    s, _res, g = setup(plan=SEMANTIC_ONLY)  # user 196 has a long history
+    out = g.invoke({"request": "comedy"}, {"configurable": {"thread_id": "t"}}, context=s)
+    step = next(r for r in out["trace"] if r.node == "plan_strategy")
+    assert out["plan"].source == "default" and out["plan"].sequence
+    assert "sequence_model must be true" in step.detail
 
 
 def test_invalid_plan_falls_back_to_the_bucket_default(setup) -> None:

@@ -35,7 +35,7 @@ def test_valid_draft_becomes_plan_with_normalised_weights() -> None:
     )
     plan = d.to_plan()
     assert plan.weights.sequence == pytest.approx(0.5)
-    assert plan.weights.judge == 0 and plan.judge is False
+    assert plan.weights.judge == 0 and plan.judge is True  # the SLM still explains
     assert plan.source == "planner"
 
 

@@ -11,18 +11,21 @@ def test_every_packaged_prompt_loads_and_formats() -> None:
     prompts = load_all()
     assert set(prompts) == set(EXPECTED)
     for name, p in prompts.items():
-        msgs = p.messages(**{v: f"<{v}>" for v in EXPECTED[name]})
+        names = EXPECTED[name] | EXPECTED.get(p.shared_system or "", frozenset())
+        msgs = p.messages(**{v: f"<{v}>" for v in names})
         text = " ".join(str(m.content) for m in msgs)
-        assert all(f"<{v}>" in text for v in EXPECTED[name])
+        assert all(f"<{v}>" in text for v in names)
         assert "<!--" not in text  # comments are stripped
 
 
 def test_override_takes_precedence(tmp_path: Path) -> None:
-    text = packaged_text("model_semantics").replace(
-        "You write search queries", "EDITED: you write search queries"
-    )
+    text = packaged_text("model_semantics").replace("Task: write", "Task: EDITED write")
     (tmp_path / "model_semantics.md").write_text(text)
-    assert "EDITED" in load_prompt("model_semantics", tmp_path).system
+    assert "EDITED" in load_prompt("model_semantics", tmp_path).user
+    # an edited shared system prompt reaches every prompt that uses it
+    ctx = packaged_text("cloud_context").replace("You are the cloud side", "EDITED cloud side")
+    (tmp_path / "cloud_context.md").write_text(ctx)
+    assert "EDITED cloud side" in load_prompt("plan_strategy", tmp_path).system
 
 
 def test_unknown_variable_is_refused_naming_file_and_variable(tmp_path: Path) -> None:
@@ -39,3 +42,15 @@ def test_missing_variable_is_refused(tmp_path: Path) -> None:
     (tmp_path / "rank_on_device.md").write_text(text)
     with pytest.raises(PromptError, match=r"missing variable \{candidates\}"):
         load_prompt("rank_on_device", tmp_path)
+
+
+def test_cloud_prompts_share_their_prefix() -> None:
+    """Prompt-cache reuse: both cloud calls start with the same system text, abstract and
+    request; only the task line differs."""
+    prompts = load_all()
+    values = {"genres": "A, B", "retrieval_k": 30, "abstract": "heavy user", "request": "x"}
+    plan = prompts["plan_strategy"].messages(**values)
+    sem = prompts["model_semantics"].messages(**values)
+    assert plan[0].content == sem[0].content
+    prefix = "User abstract: heavy user\nRequest: x\nTask:"
+    assert plan[1].content.startswith(prefix) and sem[1].content.startswith(prefix)
