@@ -18,6 +18,7 @@ from cdarec.catalogue.embeddings import MiniLMEmbeddings
 from cdarec.catalogue.store import Catalogue, open_catalogue
 from cdarec.data import Dataset, leave_one_out, load_dataset
 from cdarec.device.sequence import SequenceScorer, TransitionModel
+from cdarec.graph.plan import Plan
 from cdarec.llm.factory import LLM, build_llm
 from cdarec.memory.device_memory import (
     DeviceMemory,
@@ -66,6 +67,8 @@ class Resources:
             self.__dict__["cloud_llm"] = cloud_llm
         # In evaluation the device holds a fixed history (test item held out), not saved.
         self.records = records
+        # Plans the cloud planner wrote, by user state and request kind (plan reuse).
+        self.plan_cache: dict[str, Plan] = {}
 
     @_lazy
     def dataset(self) -> Dataset:

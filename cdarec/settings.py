@@ -64,6 +64,10 @@ class Settings(BaseSettings):
         description="'llm': the cloud LLM writes the plan; 'fixed': the default plan of the "
         "user's bucket (ablation: no planner, no planner call).",
     )
+    plan_cache: bool = Field(
+        default=True,
+        description="Reuse a plan the planner wrote for the same user state and request kind.",
+    )
     embedder: str = Field(default="minilm-l6-int8", description="Catalogue embedding model.")
     retrieval_k: int = Field(
         default=30, ge=1, le=500, description="Default number of candidates the cloud retrieves."

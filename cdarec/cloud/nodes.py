@@ -1,9 +1,9 @@
 """Cloud nodes: strategy planning, semantic modelling, candidate retrieval.
 
-Each is registered with ``input_schema=CloudView`` (or a ``RetrievalTask`` sent to it),
-so what it can read is fixed by the state's type: the request, the device's coarse
-abstract, the plan, the queries and the catalogue candidates. Nothing here can reach
-device memory; ``tests/integration/test_privacy.py`` checks every prompt and tool call.
+Each is registered with ``input_schema=CloudView``, so what it can read is fixed by the
+state's type: the request, the device's coarse abstract, the plan, the intent and the
+catalogue candidates. Nothing here can reach device memory;
+``tests/integration/test_privacy.py`` checks every prompt and tool call.
 """
 
 from __future__ import annotations
@@ -12,10 +12,9 @@ from typing import Any
 
 from langchain_core.runnables import RunnableConfig
 from langgraph.runtime import Runtime
-from pydantic import BaseModel, Field, field_validator
 
-from cdarec.graph.plan import PlanDraft, default_plan, draft_json_schema
-from cdarec.graph.schemas import Candidate
+from cdarec.graph.plan import PlanDraft, default_plan, plan_cache_key, request_kind
+from cdarec.graph.schemas import Candidate, Intent, intent_json_schema
 from cdarec.graph.state import CloudView
 from cdarec.graph.steps import Step
 from cdarec.llm.structured import call_structured
@@ -23,22 +22,8 @@ from cdarec.runtime import get_resources
 from cdarec.settings import Settings
 from cdarec.tools.retrieval import RetrievalInput, make_retrieval_tool
 
-PLAN_MAX_TOKENS = 160
-QUERY_MAX_TOKENS = 80
-
-
-class SemanticQueries(BaseModel):
-    """What the semantic-modelling LLM writes."""
-
-    queries: list[str] = Field(min_length=1, max_length=3)
-
-    @field_validator("queries")
-    @classmethod
-    def _clean(cls, v: list[str]) -> list[str]:
-        out = [" ".join(q.split())[:160] for q in v if q and q.strip()]
-        if not out:
-            raise ValueError("no non-empty query")
-        return list(dict.fromkeys(out))
+PLAN_MAX_TOKENS = 120
+INTENT_MAX_TOKENS = 90
 
 
 def _request(state: CloudView) -> str:
@@ -62,27 +47,32 @@ def plan_strategy(
     res = get_resources(runtime.context)
     turn, abstract = state["turn"], state["abstract"]
     step = Step("plan_strategy", "cloud", turn)
+    request = state.get("request") or ""
     if res.settings.planner == "fixed":
-        plan = default_plan(abstract, state.get("request") or "", res.settings.retrieval_k)
+        plan = default_plan(abstract, request, res.settings.retrieval_k)
         return {"plan": plan, "trace": step.done(status="skipped", detail="fixed plan")}
-    genres = res.dataset.genres
+    kind = request_kind(request, res.dataset.genres)
+    key = plan_cache_key(abstract, kind)
+    if res.settings.plan_cache and (cached := res.plan_cache.get(key)) is not None:
+        plan = cached.model_copy(update={"source": "cached"})
+        return {"plan": plan, "trace": step.done(status="cached", detail=f"reused for {kind}")}
     messages = res.prompts["plan_strategy"].messages(**_cloud_values(res, state))
     out = call_structured(
         res.cloud_llm,
         PlanDraft,
         messages,
         max_tokens=PLAN_MAX_TOKENS,
-        json_schema=draft_json_schema(genres),
-        context={"genres": set(genres), "bucket": abstract.state.bucket},
-        fallback=lambda: None,
-        config=config,  # type: ignore[arg-type, return-value]
+        context={"bucket": abstract.state.bucket},
+        fallback=lambda: None,  # type: ignore[arg-type, return-value]
+        config=config,
     )
     if out.fallback or out.value is None:
-        plan = default_plan(abstract, state.get("request") or "", res.settings.retrieval_k)
+        plan = default_plan(abstract, request, res.settings.retrieval_k)
         detail = f"fallback to default plan: {out.error}"
     else:
         plan = out.value.to_plan("repaired" if out.status == "repaired" else "planner")
-        detail = plan.note
+        res.plan_cache[key] = plan  # only plans the planner wrote are reused
+        detail = f"{kind} request; {plan.note}"
     return {
         "plan": plan,
         "trace": step.done(
@@ -91,13 +81,13 @@ def plan_strategy(
     }
 
 
-def fallback_queries(state: CloudView) -> SemanticQueries:
-    """Documented fallback: the request itself, plus the abstract's genres."""
+def fallback_intent(state: CloudView) -> Intent:
+    """Documented fallback: the request itself, plus the abstract's genres, no filters."""
     abstract = state["abstract"]
     parts = [state.get("request") or ""]
     if abstract.top_genres:
         parts.append(" ".join(abstract.top_genres) + " movies")
-    return SemanticQueries(queries=[" ".join(p for p in parts if p).strip() or "popular movies"])
+    return Intent(queries=[" ".join(p for p in parts if p).strip() or "popular movies"])
 
 
 def model_semantics(
@@ -105,27 +95,31 @@ def model_semantics(
 ) -> dict[str, Any]:
     res = get_resources(runtime.context)
     step = Step("model_semantics", "cloud", state["turn"])
+    genres = res.dataset.genres
     messages = res.prompts["model_semantics"].messages(**_cloud_values(res, state))
     out = call_structured(
         res.cloud_llm,
-        SemanticQueries,
+        Intent,
         messages,
-        max_tokens=QUERY_MAX_TOKENS,
-        fallback=lambda: fallback_queries(state),
+        max_tokens=INTENT_MAX_TOKENS,
+        json_schema=intent_json_schema(genres),
+        context={"genres": set(genres)},
+        fallback=lambda: fallback_intent(state),
         config=config,
     )
-    queries = out.value.queries
+    intent = out.value
     request = (state.get("request") or "").strip()
-    if request and request not in queries:
+    if request and request not in intent.queries:
         # The user's own words are always searched too: small models paraphrase badly.
-        queries = [request, *queries][:3]
+        intent = intent.model_copy(update={"queries": [request, *intent.queries][:3]})
+    filters = ", ".join(intent.genres)
     return {
-        "queries": queries,
+        "intent": intent,
         "trace": step.done(
             model=res.cloud_llm.name,
             usage=out.usage,
             status=out.status,
-            detail=out.error or " | ".join(queries),
+            detail=out.error or " | ".join(intent.queries) + (f" [{filters}]" if filters else ""),
         ),
     }
 
@@ -133,17 +127,20 @@ def model_semantics(
 def retrieve_candidates(
     state: CloudView, runtime: Runtime[Settings], config: RunnableConfig
 ) -> dict[str, Any]:
-    """One catalogue search per semantic query, run in parallel (``tool.batch``), with
-    the plan's filters; results are merged by the ``candidates`` reducer."""
+    """One catalogue search per query, run in parallel (``tool.batch``), with the
+    intent's filters; results are merged by the ``candidates`` reducer."""
     res = get_resources(runtime.context)
-    turn, plan = state["turn"], state["plan"]
+    turn, plan, intent = state["turn"], state["plan"], state.get("intent")
     step = Step("retrieve_candidates", "cloud", turn)
-    r = plan.retrieval
     searches = [
         RetrievalInput(
-            query=q, k=r.k, genres=list(r.genres), year_min=r.year_min, year_max=r.year_max
+            query=q,
+            k=plan.retrieval.k,
+            genres=list(intent.genres),
+            year_min=intent.year_min,
+            year_max=intent.year_max,
         )
-        for q in state.get("queries") or []
+        for q in (intent.queries if intent else [])
     ]
     tool = make_retrieval_tool(res.catalogue)
     results = tool.batch([s.model_dump() for s in searches], config=config) if searches else []

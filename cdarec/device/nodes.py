@@ -31,7 +31,8 @@ from cdarec.memory.device_memory import DeviceRecord
 from cdarec.runtime import Resources, get_resources
 from cdarec.settings import Settings
 
-RECENT_FOR_JUDGE = 8
+RECENT_FOR_JUDGE = 6
+TOKENS_PER_PICK = 20  # '{"n": 3, "reason": "..."}' with a reason of about 10 words
 
 
 def _thread(config: RunnableConfig | None) -> str | None:
@@ -49,7 +50,7 @@ def summarize_on_device(
     return {
         "turn": turn,
         "abstract": abstract,
-        "queries": [],
+        "intent": None,
         "ranking": [],
         "reply": "",
         "trace": step.done(detail=abstract.describe()),
@@ -163,7 +164,9 @@ def rank_on_device(
     for p in pool:
         p.sequence = float(scores[ds.item_index[p.item_id]])
     request = (state.get("request") or "").strip()
-    _semantic_on_device(res, pool, [request, *(state.get("queries") or [])])
+    intent = state.get("intent")
+    queries = list(intent.queries) if intent else []
+    _semantic_on_device(res, pool, [request, *queries])
     w = plan.weights
     fuse(pool, w.sequence, w.semantic)
     pool.sort(key=lambda p: -p.fused)
@@ -178,7 +181,7 @@ def rank_on_device(
             for i in rec.history_ids()[-RECENT_FOR_JUDGE:]
         ]
         numbered = "\n".join(
-            f"{n}. {p.label} ({', '.join(p.genres) or 'unknown genre'})"
+            f"{n}. {p.label} ({', '.join(p.genres[:2]) or 'unknown genre'})"
             for n, p in enumerate(judged, 1)
         )
         messages = res.prompts["rank_on_device"].messages(
@@ -191,7 +194,7 @@ def rank_on_device(
             res.device_llm,
             Judgement,
             messages,
-            max_tokens=24 + 26 * picks,
+            max_tokens=8 + TOKENS_PER_PICK * picks,
             json_schema=judgement_schema(m, picks),
             context={"n": m},
             fallback=lambda: Judgement(picks=[]),
@@ -207,7 +210,6 @@ def rank_on_device(
     last_label = ds.items[ds.item_index[last]].label() if last in ds.item_index else None
     abstract = state.get("abstract")
     top_genres = abstract.top_genres if abstract else []
-    queries = state.get("queries") or []
     ranking = [
         RankedItem(
             rank=r,

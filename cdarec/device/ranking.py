@@ -58,7 +58,7 @@ def judgement_schema(n: int, picks: int) -> dict[str, object]:
                     "type": "object",
                     "properties": {
                         "n": {"type": "integer", "minimum": 1, "maximum": n},
-                        "reason": {"type": "string", "maxLength": 120},
+                        "reason": {"type": "string", "maxLength": 80},
                     },
                     "required": ["n", "reason"],
                 },

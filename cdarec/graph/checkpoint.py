@@ -22,6 +22,7 @@ STATE_TYPES = [
     (schemas.__name__, "Proposal"),
     (schemas.__name__, "RankedItem"),
     (schemas.__name__, "StepRecord"),
+    (schemas.__name__, "Intent"),
     (plan.__name__, "Plan"),
     (plan.__name__, "Retrieval"),
     (plan.__name__, "Weights"),

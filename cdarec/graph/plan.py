@@ -1,27 +1,29 @@
 """The execution plan: what the cloud planner decides, and the default plan per bucket.
 
-The planner LLM writes a small ``PlanDraft`` (JSON, schema-constrained; its genre field
-is an enum of the catalogue's genres). ``Plan`` is the validated, normalised form the
-graph routes on: which sub-tasks run, on which side, with which parameters and fusion
-weights. An invalid draft is repaired once, then replaced by ``default_plan(bucket)``.
+The planner LLM writes a small ``PlanDraft`` (JSON, schema-constrained): the strategy
+of the turn, reused for later turns with the same user state and kind of request.
+``Plan`` is the validated, normalised form the graph routes on: which sub-tasks run, on
+which side, with which parameters and fusion weights. An invalid draft is repaired
+once, then replaced by ``default_plan(bucket)``.
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import re
+from collections.abc import Iterable
+from typing import Literal
 
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
     ValidationInfo,
-    field_validator,
     model_validator,
 )
 
-from cdarec.graph.schemas import Bucket, GenreName, UserAbstract
+from cdarec.graph.schemas import Bucket, UserAbstract
 
-PlanSource = Literal["planner", "repaired", "default"]
+PlanSource = Literal["planner", "repaired", "default", "cached"]
 
 
 class Weights(BaseModel):
@@ -48,10 +50,7 @@ class Weights(BaseModel):
 class Retrieval(BaseModel):
     model_config = ConfigDict(frozen=True)
 
-    k: int = Field(ge=1, le=500, description="candidates to retrieve")
-    genres: list[GenreName] = Field(default_factory=list, max_length=4)
-    year_min: int | None = Field(default=None, ge=1800, le=2100)
-    year_max: int | None = Field(default=None, ge=1800, le=2100)
+    k: int = Field(ge=1, le=500, description="candidates to retrieve per query")
 
 
 class PlannedStep(BaseModel):
@@ -96,23 +95,10 @@ class PlanDraft(BaseModel):
     semantic_retrieval: bool
     sequence_model: bool
     k: int = Field(ge=5, le=200)
-    genres: list[str] = Field(default_factory=list, max_length=4)
-    year_min: int | None = None
-    year_max: int | None = None
     w_sequence: float = Field(ge=0, le=1)
     w_semantic: float = Field(ge=0, le=1)
     w_judge: float = Field(ge=0, le=1)
     note: str = Field(default="", max_length=200)
-
-    @field_validator("genres")
-    @classmethod
-    def _known_genres(cls, v: list[str], info: Any) -> list[str]:
-        vocab = (info.context or {}).get("genres")
-        if vocab is not None:
-            unknown = [g for g in v if g not in vocab]
-            if unknown:
-                raise ValueError(f"unknown genres {unknown}; allowed: {sorted(vocab)}")
-        return list(dict.fromkeys(v))
 
     @model_validator(mode="after")
     def _something_runs(self, info: ValidationInfo) -> PlanDraft:
@@ -123,8 +109,6 @@ class PlanDraft(BaseModel):
             # A guardrail, not a preference: a user with history always gets the model
             # of that history; the planner decides how much it weighs.
             raise ValueError(f"a {bucket} user has history: sequence_model must be true")
-        if self.year_min and self.year_max and self.year_min > self.year_max:
-            raise ValueError("year_min is after year_max")
         return self
 
     def to_plan(self, source: PlanSource = "planner") -> Plan:
@@ -138,20 +122,40 @@ class PlanDraft(BaseModel):
             semantic=self.semantic_retrieval,
             sequence=self.sequence_model,
             judge=True,  # the device SLM always explains; w_judge sets how much its order counts
-            retrieval=Retrieval(
-                k=self.k, genres=self.genres, year_min=self.year_min, year_max=self.year_max
-            ),
+            retrieval=Retrieval(k=self.k),
             weights=weights,
             note=self.note,
             source=source,
         )
 
 
-def draft_json_schema(genres: list[str]) -> dict[str, Any]:
-    """The planner's JSON schema with genres as an enum, so decoding cannot invent one."""
-    schema = PlanDraft.model_json_schema()
-    schema["properties"]["genres"]["items"] = {"type": "string", "enum": sorted(genres)}
-    return schema
+RequestKind = Literal["none", "similar", "specific", "open"]
+_SIMILAR = re.compile(r"\b(like|similar|more of)\b", re.IGNORECASE)
+_SPECIFIC = re.compile(r"\b(1[89]\d0s|19\d\d|20\d\d|\d0s)\b", re.IGNORECASE)
+
+
+def request_kind(request: str, genres: Iterable[str] = ()) -> RequestKind:
+    """A coarse class of the request: the plan is reused across requests of one kind.
+
+    The strategy (which steps, how many candidates, how the signals weigh) depends on
+    the kind of request; its content (queries, genre and year filters) is read every
+    turn by ``model_semantics``.
+    """
+    text = request.strip()
+    if not text:
+        return "none"
+    if _SIMILAR.search(text):
+        return "similar"
+    lowered = text.lower()
+    if _SPECIFIC.search(text) or any(g.lower() in lowered for g in genres):
+        return "specific"
+    return "open"
+
+
+def plan_cache_key(abstract: UserAbstract, kind: RequestKind) -> str:
+    """Same user state (bucket, size, recency, live feedback) and request kind: same plan.
+    Feedback that changes the user state changes the key, so a stale plan is not used."""
+    return f"{abstract.state.model_dump_json()}|{kind}"
 
 
 def default_plan(abstract: UserAbstract, request: str, retrieval_k: int) -> Plan:
@@ -173,7 +177,7 @@ def default_plan(abstract: UserAbstract, request: str, retrieval_k: int) -> Plan
         semantic=True,
         sequence=bucket != "cold" or abstract.state.live_feedback != "none",
         judge=True,
-        retrieval=Retrieval(k=retrieval_k, genres=[]),
+        retrieval=Retrieval(k=retrieval_k),
         weights=Weights(sequence=w_seq, semantic=w_sem, judge=w_judge),
         note=f"default plan for a {bucket} user",
         source="default",

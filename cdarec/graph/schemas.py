@@ -9,7 +9,15 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 Side = Literal["cloud", "device"]
 Bucket = Literal["cold", "light", "heavy"]
@@ -123,9 +131,55 @@ class StepRecord(BaseModel):
     model: str | None = None
     tokens_in: int = 0
     tokens_out: int = 0
-    status: Literal["ok", "repaired", "fallback", "skipped", "error"] = "ok"
+    status: Literal["ok", "repaired", "fallback", "skipped", "cached", "error"] = "ok"
     detail: str = ""
 
     @property
     def ms(self) -> int:
         return round((self.end - self.start) * 1000)
+
+
+class Intent(BaseModel):
+    """What semantic modelling makes of a request: search queries and catalogue filters.
+
+    Written by the cloud LLM under a JSON schema whose genre field is an enum of the
+    catalogue's genres (``intent_json_schema``); validated against that vocabulary.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    queries: list[str] = Field(min_length=1, max_length=3)
+    genres: list[GenreName] = Field(default_factory=list, max_length=3)
+    year_min: int | None = Field(default=None, ge=1900, le=2030)
+    year_max: int | None = Field(default=None, ge=1900, le=2030)
+
+    @field_validator("queries")
+    @classmethod
+    def _clean(cls, v: list[str]) -> list[str]:
+        out = [" ".join(q.split())[:160] for q in v if q and q.strip()]
+        if not out:
+            raise ValueError("no non-empty query")
+        return list(dict.fromkeys(out))
+
+    @field_validator("genres")
+    @classmethod
+    def _known(cls, v: list[str], info: ValidationInfo) -> list[str]:
+        vocab = (info.context or {}).get("genres")
+        if vocab is not None:
+            unknown = [g for g in v if g not in vocab]
+            if unknown:
+                raise ValueError(f"unknown genres {unknown}; allowed: {sorted(vocab)}")
+        return list(dict.fromkeys(v))
+
+    @model_validator(mode="after")
+    def _years(self) -> Intent:
+        if self.year_min and self.year_max and self.year_min > self.year_max:
+            raise ValueError("year_min is after year_max")
+        return self
+
+
+def intent_json_schema(genres: list[str]) -> dict[str, object]:
+    """The intent's JSON schema with genres as an enum, so decoding cannot invent one."""
+    schema = Intent.model_json_schema()
+    schema["properties"]["genres"]["items"] = {"type": "string", "enum": sorted(genres)}
+    return schema

@@ -4,8 +4,9 @@ Three layers, from most to least visible:
 
 - ``CloudView`` - the only channels cloud nodes may read (LangGraph ``input_schema``):
   the request, the coarse ``UserAbstract`` written on the device, the plan, the semantic
-  queries and the catalogue candidates the cloud itself retrieved. No field holds item
-  ids from the private history; the abstract is enums, genre names and bucketed counts.
+  intent (queries, filters) and the catalogue candidates the cloud itself retrieved. No
+  field holds item ids from the private history; the abstract is enums, genre names and
+  bucketed counts.
 - device output channels - what device nodes produce for the user on the device: the
   sequence model's proposals, the final ranking and the reply (they may reflect the
   history; cloud nodes never get them as input).
@@ -20,6 +21,7 @@ from typing import Annotated, TypedDict, TypeVar
 from cdarec.graph.plan import Plan
 from cdarec.graph.schemas import (
     Candidate,
+    Intent,
     Proposal,
     RankedItem,
     StepRecord,
@@ -49,7 +51,7 @@ class CloudView(TypedDict, total=False):
     request: str
     abstract: UserAbstract
     plan: Plan
-    queries: list[str]
+    intent: Intent | None
     candidates: Annotated[list[Candidate], latest_turn]
 
 

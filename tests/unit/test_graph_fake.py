@@ -94,7 +94,7 @@ def test_plan_without_sequence_skips_the_device_branch(setup) -> None:
     out = g.invoke({"request": "comedy"}, {"configurable": {"thread_id": "t"}}, context=s)
     assert "model_sequence_on_device" not in nodes(out)
     assert out["plan"].source == "planner"
-    assert all("Comedy" in r.genres for r in out["ranking"]), "the plan's genre filter applies"
+    assert all("Comedy" in r.genres for r in out["ranking"]), "the intent's genre filter applies"
 
 
 def test_planner_may_not_drop_the_history_of_a_heavy_user(setup) -> None:
@@ -151,6 +151,20 @@ def test_cloud_nodes_can_only_read_the_cloud_view() -> None:
         "request",
         "abstract",
         "plan",
-        "queries",
+        "intent",
         "candidates",
     }
+
+
+def test_plan_is_reused_for_the_same_state_and_request_kind(setup) -> None:
+    s, res, g = setup()
+    cfg = {"configurable": {"thread_id": "t"}}
+    g.invoke({"request": "a comedy"}, cfg, context=s)
+    calls = len(res.cloud_llm.chat.prompts)
+    out = g.invoke({"request": "a drama"}, cfg, context=s)  # same kind: "specific"
+    step = next(r for r in out["trace"] if r.node == "plan_strategy")
+    assert out["plan"].source == "cached" and step.status == "cached"
+    assert len(res.cloud_llm.chat.prompts) == calls + 1, "only the intent call went out"
+    res.memory.add_feedback("196", "dislike", item_id=out["ranking"][0].item_id)
+    out = g.invoke({"request": "a western"}, cfg, context=s)  # the user state changed
+    assert out["plan"].source == "planner"

@@ -3,8 +3,14 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from cdarec.graph.plan import PlanDraft, Weights, default_plan, draft_json_schema
-from cdarec.graph.schemas import UserAbstract, UserState
+from cdarec.graph.plan import (
+    PlanDraft,
+    Weights,
+    default_plan,
+    plan_cache_key,
+    request_kind,
+)
+from cdarec.graph.schemas import Intent, UserAbstract, UserState, intent_json_schema
 
 GENRES = {"Comedy", "Horror", "Sci-Fi"}
 
@@ -42,16 +48,34 @@ def test_valid_draft_becomes_plan_with_normalised_weights() -> None:
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"genres": ["Alien (1979)"]}, "unknown genres"),
         ({"semantic_retrieval": False, "sequence_model": False}, "at least one"),
         ({"w_sequence": 1.5}, "less than or equal"),
         ({"k": 0}, "greater than or equal"),
-        ({"year_min": 2000, "year_max": 1990}, "year_min"),
+        ({"sequence_model": False}, "sequence_model must be true"),  # heavy user
     ],
 )
 def test_invalid_drafts_are_rejected(change: dict, message: str) -> None:
     with pytest.raises(ValidationError, match=message):
-        PlanDraft.model_validate(draft(**change), context={"genres": GENRES})
+        PlanDraft.model_validate(draft(**change), context={"bucket": "heavy"})
+
+
+def test_cold_users_may_skip_the_sequence_model() -> None:
+    d = PlanDraft.model_validate(draft(sequence_model=False), context={"bucket": "cold"})
+    assert not d.to_plan().sequence
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ({"queries": ["x"], "genres": ["Spaceships"]}, "unknown genres"),
+        ({"queries": ["x"], "genres": ["Alien (1979)"]}, "should match pattern"),
+        ({"queries": []}, "at least 1"),
+        ({"queries": ["x"], "year_min": 2000, "year_max": 1990}, "year_min"),
+    ],
+)
+def test_invalid_intents_are_rejected(value: dict, message: str) -> None:
+    with pytest.raises(ValidationError, match=message):
+        Intent.model_validate(value, context={"genres": GENRES})
 
 
 def test_weights_must_not_all_be_zero() -> None:
@@ -72,8 +96,8 @@ def test_default_plans_follow_the_bucket() -> None:
     assert default_plan(abstract("cold", "positive"), "", 30).sequence
 
 
-def test_schema_constrains_genres_to_the_catalogue() -> None:
-    schema = draft_json_schema(sorted(GENRES))
+def test_intent_schema_constrains_genres_to_the_catalogue() -> None:
+    schema = intent_json_schema(sorted(GENRES))
     assert schema["properties"]["genres"]["items"]["enum"] == sorted(GENRES)
 
 
@@ -85,3 +109,15 @@ def test_plan_lists_steps_with_sides_and_parallel_groups() -> None:
     assert steps["model_semantics"].group == steps["model_sequence_on_device"].group
     cold_steps = {s.task for s in default_plan(abstract("cold"), "", 30).steps()}
     assert "model_sequence_on_device" not in cold_steps
+
+
+def test_request_kinds_and_plan_reuse_keys() -> None:
+    assert request_kind("") == "none"
+    assert request_kind("something like Alien") == "similar"
+    assert request_kind("a comedy please", GENRES) == "specific"
+    assert request_kind("films from the 1980s") == "specific"
+    assert request_kind("surprise me") == "open"
+    a, b = abstract("heavy"), abstract("heavy", "negative")
+    assert plan_cache_key(a, "open") == plan_cache_key(abstract("heavy"), "open")
+    assert plan_cache_key(a, "open") != plan_cache_key(a, "none")
+    assert plan_cache_key(a, "open") != plan_cache_key(b, "open"), "feedback invalidates"
