@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, ValidationInfo, field_validator
 
 
 class Pick(BaseModel):
@@ -33,16 +33,18 @@ class Judgement(BaseModel):
 
     @field_validator("picks")
     @classmethod
-    def _in_range(cls, v: list[Pick], info: object) -> list[Pick]:
-        limit = (getattr(info, "context", None) or {}).get("n")
+    def _in_range(cls, v: list[Pick], info: ValidationInfo) -> list[Pick]:
+        """Keep the first pick of each valid candidate number; an out-of-range number is
+        dropped (small models overshoot), but a reply with no usable pick is invalid."""
+        limit = (info.context or {}).get("n")
         seen: set[int] = set()
         out = []
         for p in v:
-            if limit is not None and p.n > limit:
-                raise ValueError(f"pick n={p.n} is not a candidate number (1..{limit})")
-            if p.n not in seen:
+            if (limit is None or p.n <= limit) and p.n not in seen:
                 seen.add(p.n)
                 out.append(p)
+        if v and not out:
+            raise ValueError(f"no pick names a candidate number (1..{limit})")
         return out
 
 
@@ -53,7 +55,7 @@ def judgement_schema(n: int, picks: int) -> dict[str, object]:
             "picks": {
                 "type": "array",
                 "maxItems": picks,
-                "minItems": 1,
+                "minItems": min(3, picks),  # reasons for at least the top three
                 "items": {
                     "type": "object",
                     "properties": {

@@ -121,3 +121,15 @@ def test_request_kinds_and_plan_reuse_keys() -> None:
     assert plan_cache_key(a, "open") == plan_cache_key(abstract("heavy"), "open")
     assert plan_cache_key(a, "open") != plan_cache_key(a, "none")
     assert plan_cache_key(a, "open") != plan_cache_key(b, "open"), "feedback invalidates"
+
+
+def test_judgement_drops_out_of_range_picks_but_not_all() -> None:
+    from cdarec.device.ranking import Judgement
+
+    j = Judgement.model_validate(
+        {"picks": [{"n": 9, "reason": "x"}, {"n": 2, "reason": "y"}, {"n": 2, "reason": "z"}]},
+        context={"n": 4},
+    )
+    assert [(p.n, p.reason) for p in j.picks] == [(2, "y")]
+    with pytest.raises(ValidationError, match="no pick"):
+        Judgement.model_validate({"picks": [{"n": 9, "reason": "x"}]}, context={"n": 4})
