@@ -55,7 +55,9 @@ def judgement_schema(n: int, picks: int) -> dict[str, object]:
             "picks": {
                 "type": "array",
                 "maxItems": picks,
-                "minItems": min(3, picks),  # reasons for at least the top three
+                # minItems > 1 was measured to backfire on the 0.5B model: forced to go on,
+                # it rambles into the token budget and the reply is cut (bench turns).
+                "minItems": 1,
                 "items": {
                     "type": "object",
                     "properties": {
