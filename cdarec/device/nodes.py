@@ -20,6 +20,7 @@ from cdarec.device.ranking import (
     apply_judgement,
     fuse,
     judgement_schema,
+    salvage_judgement,
     template_reason,
 )
 from cdarec.device.sequence import top_k
@@ -32,7 +33,8 @@ from cdarec.runtime import Resources, get_resources
 from cdarec.settings import Settings
 
 RECENT_FOR_JUDGE = 6
-TOKENS_PER_PICK = 20  # '{"n": 3, "reason": "..."}' with a reason of about 10 words
+JUDGE_PICKS = 3  # SLM reasons for the top three; the rest get template reasons
+TOKENS_PER_PICK = 24  # '{"n": 3, "reason": "..."}' with a reason of about 10 words
 
 
 def _thread(config: RunnableConfig | None) -> str | None:
@@ -189,7 +191,7 @@ def rank_on_device(
             request=request or "(none)",
             candidates=numbered,
         )
-        picks = min(m, show)
+        picks = min(m, show, JUDGE_PICKS)
         out = call_structured(
             res.device_llm,
             Judgement,
@@ -198,6 +200,7 @@ def rank_on_device(
             json_schema=judgement_schema(m, picks),
             context={"n": m},
             fallback=lambda: Judgement(picks=[]),
+            salvage=lambda raw: salvage_judgement(raw, m),
             config=config,
         )
         apply_judgement(pool, judged, out.value.picks, w.judge)

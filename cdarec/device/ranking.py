@@ -9,6 +9,8 @@ the reasons; its order is the third signal.
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -48,6 +50,25 @@ class Judgement(BaseModel):
         return out
 
 
+_PICK = re.compile(r'\{\s*"n"\s*:\s*(\d+)\s*,\s*"reason"\s*:\s*"((?:[^"\\]|\\.)*)"\s*\}')
+
+
+def _unquote(s: str) -> str:
+    try:
+        return str(json.loads(f'"{s}"'))
+    except ValueError:
+        return s
+
+
+def salvage_judgement(raw: str, n: int) -> Judgement | None:
+    """The complete picks of a reply that was cut at its token budget, if any."""
+    picks = [{"n": int(m.group(1)), "reason": _unquote(m.group(2))} for m in _PICK.finditer(raw)]
+    try:
+        return Judgement.model_validate({"picks": picks}, context={"n": n}) if picks else None
+    except ValueError:
+        return None
+
+
 def judgement_schema(n: int, picks: int) -> dict[str, object]:
     return {
         "type": "object",
@@ -62,7 +83,7 @@ def judgement_schema(n: int, picks: int) -> dict[str, object]:
                     "type": "object",
                     "properties": {
                         "n": {"type": "integer", "minimum": 1, "maximum": n},
-                        "reason": {"type": "string", "maxLength": 80},
+                        "reason": {"type": "string", "maxLength": 70},
                     },
                     "required": ["n", "reason"],
                 },

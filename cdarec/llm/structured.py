@@ -88,6 +88,7 @@ def call_structured(
     json_schema: dict[str, Any] | None = None,
     context: dict[str, Any] | None = None,
     config: RunnableConfig | None = None,
+    salvage: Callable[[str], T | None] | None = None,
 ) -> Structured[T]:
     usage = Usage()
     runnable = llm.json(json_schema or schema.model_json_schema(), max_tokens, schema.__name__)
@@ -100,6 +101,11 @@ def call_structured(
             return Structured(parse_reply(raw, schema, context), "ok", raw=raw, usage=usage)
         except (ValueError, ValidationError) as err:
             first_error = _short(err)
+        if salvage is not None and (saved := salvage(raw)) is not None:
+            # e.g. a reply cut at its token budget whose complete parts are still usable
+            return Structured(
+                saved, "repaired", error=f"salvaged: {first_error}", raw=raw, usage=usage
+            )
         repair = [
             *messages,
             AIMessage(content=raw),

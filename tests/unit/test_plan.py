@@ -133,3 +133,27 @@ def test_judgement_drops_out_of_range_picks_but_not_all() -> None:
     assert [(p.n, p.reason) for p in j.picks] == [(2, "y")]
     with pytest.raises(ValidationError, match="no pick"):
         Judgement.model_validate({"picks": [{"n": 9, "reason": "x"}]}, context={"n": 4})
+
+
+def test_a_judgement_cut_at_its_budget_keeps_its_complete_picks() -> None:
+    from langchain_core.messages import HumanMessage
+
+    from cdarec.device.ranking import Judgement, salvage_judgement
+    from cdarec.llm.structured import call_structured
+    from tests.fakes import fake_llm
+
+    cut = '{"picks": [{"n": 2, "reason": "A \\"fun\\" one"}, {"n": 1, "reason": "cut off he'
+    assert salvage_judgement(cut, 4).picks[0].reason == 'A "fun" one'
+    assert salvage_judgement("nonsense", 4) is None
+    llm = fake_llm(lambda _m: cut)
+    out = call_structured(
+        llm,
+        Judgement,
+        [HumanMessage("x")],
+        max_tokens=10,
+        fallback=lambda: Judgement(picks=[]),
+        context={"n": 4},
+        salvage=lambda raw: salvage_judgement(raw, 4),
+    )
+    assert out.status == "repaired" and "salvaged" in out.error
+    assert [p.n for p in out.value.picks] == [2] and len(llm.chat.prompts) == 1
