@@ -69,7 +69,7 @@ def by_task(plan: str, queries: str, judge: str) -> Callable[[list[BaseMessage]]
         text = "\n".join(str(m.content) for m in messages)
         if "Task: plan this turn" in text:
             return plan
-        if "Task: write" in text and "search queries" in text:
+        if "Task: write one short search query" in text:
             return queries
         return judge
 

@@ -23,7 +23,7 @@ from cdarec.settings import Settings
 from cdarec.tools.retrieval import RetrievalInput, make_retrieval_tool
 
 PLAN_MAX_TOKENS = 120
-INTENT_MAX_TOKENS = 90
+INTENT_MAX_TOKENS = 60
 
 
 def _request(state: CloudView) -> str:
