@@ -20,6 +20,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from cdarec.assets import AssetError, catalog, ensure_asset
+from cdarec.catalogue.store import open_catalogue
 from cdarec.data.atomic import DataError
 from cdarec.llm.factory import ModelSpecError, parse_spec
 from cdarec.llm.server import ServerError
@@ -136,8 +137,6 @@ def cmd_index(args: argparse.Namespace) -> int:
     s = settings_from(args)
     res = Resources(s)
     ds = res.dataset
-    from cdarec.catalogue.store import open_catalogue
-
     cat = open_catalogue(s.home, ds, s.embedder, threads=s.llm_threads)
     with progress_bar(f"indexing {ds.name}") as update:
         report = cat.index(ds.items, progress=update)
@@ -261,16 +260,15 @@ class ChatSession:
         return text, ""
 
     def turn(self, request: str, on_step: Callable[[Any], None] | None = None) -> dict[str, Any]:
-        final: dict[str, Any] = {}
+        """Run one turn, reporting each step as it finishes; returns the thread's state."""
         for update in self.graph.stream(
             {"request": request}, self.config, context=self.settings, stream_mode="updates"
         ):
-            for _node, values in update.items():
-                for rec in (values or {}).get("trace", []) if isinstance(values, dict) else []:
-                    if on_step:
+            for values in update.values():
+                if on_step and isinstance(values, dict):
+                    for rec in values.get("trace", []):
                         on_step(rec)
-        final = self.graph.get_state(self.config).values
-        return final
+        return dict(self.graph.get_state(self.config).values)
 
 
 def _slug(s: str) -> str:

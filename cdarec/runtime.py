@@ -76,34 +76,30 @@ class Resources:
 
     @_lazy
     def sequence_model(self) -> SequenceScorer:
-        def build() -> SequenceScorer:
-            ds = self.dataset
-            path = self.settings.home / "models" / f"transition-{_slug(ds.name)}-{ds.n_items}.npz"
-            if path.exists():
-                try:
-                    return TransitionModel.load(path)
-                except (OSError, ValueError, KeyError):
-                    path.unlink(missing_ok=True)  # corrupted artefact: retrain below
-            model = TransitionModel.fit(leave_one_out(ds).train, ds.n_items)
-            model.save(path)
-            return model
-
-        return build()
+        """The structured model, fitted on the training split once and cached on disk."""
+        ds = self.dataset
+        name = f"transition-{_slug(ds.name)}-{ds.n_users}u-{ds.n_items}i-{ds.n_interactions}.npz"
+        path = self.settings.home / "cache" / "sequence" / name
+        if path.exists():
+            try:
+                return TransitionModel.load(path)
+            except (OSError, ValueError, KeyError):
+                path.unlink(missing_ok=True)  # a corrupted artefact is refitted below
+        model = TransitionModel.fit(leave_one_out(ds).train, ds.n_items)
+        model.save(path)
+        return model
 
     @_lazy
     def catalogue(self) -> Catalogue:
-        def build() -> Catalogue:
-            cat = open_catalogue(
-                self.settings.home,
-                self.dataset,
-                self.settings.embedder,
-                threads=self.settings.llm_threads,
-            )
-            if cat.count() == 0:
-                cat.index(self.dataset.items)
-            return cat
-
-        return build()
+        cat = open_catalogue(
+            self.settings.home,
+            self.dataset,
+            self.settings.embedder,
+            threads=self.settings.llm_threads,
+        )
+        if cat.count() == 0:  # first use without `cdarec index`
+            cat.index(self.dataset.items)
+        return cat
 
     @_lazy
     def dataset_end(self) -> float:
