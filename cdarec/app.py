@@ -33,6 +33,7 @@ console = Console(highlight=False)
 err_console = Console(stderr=True, highlight=False)
 
 TEST_MODELS = ("smollm2-135m",)
+BAR = 24  # width of the step timeline; it shows which steps overlapped
 CHAT_HELP = """Commands:
   <text>            ask for recommendations ("something like Alien but lighter")
   like N            thumbs up item N of the last list (goes into device memory)
@@ -310,11 +311,11 @@ def print_turn(values: dict[str, Any]) -> None:
         span = max(r.end for r in trace) - t0 or 1.0
         console.print(f"[dim]steps (total {span * 1000:.0f} ms):[/dim]")
         for r in sorted(trace, key=lambda r: r.start):
-            a = int((r.start - t0) / span * 40)
-            b = max(a + 1, int((r.end - t0) / span * 40))
+            a = int((r.start - t0) / span * BAR)
+            b = max(a + 1, int((r.end - t0) / span * BAR))
             bar = " " * a + "█" * (b - a)
             console.print(
-                f"[dim]  {r.side:6} {r.node:26} {r.ms:6d} ms |{bar:<40}|"
+                f"[dim]  {r.side:6} {r.node:24} {r.ms:6d} ms |{bar:<{BAR}}|"
                 f"{'' if r.status == 'ok' else ' ' + r.status}[/dim]"
             )
 
