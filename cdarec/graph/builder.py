@@ -33,6 +33,7 @@ from cdarec.device.nodes import (
 )
 from cdarec.graph.state import CloudView, State, TurnInput, TurnOutput
 from cdarec.settings import Settings
+from cdarec.tracing import guard_tracing
 
 CLOUD_NODES = ("plan_strategy", "model_semantics", "retrieve_candidates")
 DEVICE_NODES = ("summarize_on_device", "model_sequence_on_device", "rank_on_device", "respond")
@@ -54,6 +55,7 @@ def _cloud_view(state: State) -> dict[str, Any]:
 
 
 def build_graph(checkpointer: Checkpointer = None) -> Any:
+    guard_tracing()  # before any LangSmith client exists
     g = StateGraph(State, context_schema=Settings, input_schema=TurnInput, output_schema=TurnOutput)
     side = {"side": "device"}
     g.add_node("summarize_on_device", summarize_on_device, metadata=side)
