@@ -25,6 +25,15 @@ def _link_assets(home: Path) -> None:
             (home / sub).symlink_to(src, target_is_directory=True)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _embedder_in_real_home() -> None:
+    """The embedder is small and every catalogue test needs it: fetch it once into the
+    real home (scripts/test.sh pulls the models and data sets the same way)."""
+    from cdarec.assets import ensure_asset
+
+    ensure_asset(REAL_HOME, "embedders", "minilm-l6-int8")
+
+
 @pytest.fixture(scope="session")
 def shared_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One home for the session (its Chroma catalogue and model caches are reused)."""
