@@ -252,12 +252,9 @@ class ChatSession:
         if m:
             wanted = m.group(1).strip().lower()
             genre = next((g for g in self.res.dataset.genres if g.lower() == wanted), None)
-            if genre is None:
-                raise CliError(
-                    f"unknown genre '{m.group(1)}'; genres: {', '.join(self.res.dataset.genres)}", 2
-                )
-            mem.add_feedback(self.user, "not_genre", genre=genre, thread=self.thread)
-            return None, f"will avoid {genre}"
+            if genre is not None:  # otherwise it is a request ("not too scary please")
+                mem.add_feedback(self.user, "not_genre", genre=genre, thread=self.thread)
+                return None, f"will avoid {genre}"
         return text, ""
 
     def turn(self, request: str, on_step: Callable[[Any], None] | None = None) -> dict[str, Any]:
