@@ -13,7 +13,9 @@ def test_tracing_on_forces_hidden_payloads(monkeypatch: pytest.MonkeyPatch) -> N
     for v in ("LANGSMITH_HIDE_OUTPUTS", "LANGCHAIN_HIDE_INPUTS", "LANGCHAIN_HIDE_OUTPUTS"):
         monkeypatch.delenv(v, raising=False)
     build_graph()
-    client = Client(api_key="test-key", api_url="http://127.0.0.1:9")  # never contacted
+    client = Client(  # never contacted
+        api_key="test-key", api_url="http://127.0.0.1:9", auto_batch_tracing=False, info={}
+    )
     assert client._hide_run_inputs({"history": "Canary (1999)"}) == {}
     assert client._hide_run_outputs({"reply": "Canary (1999)"}) == {}
 
