@@ -282,6 +282,22 @@ def print_step(rec: Any) -> None:
     )
 
 
+def turn_warnings(values: dict[str, Any]) -> list[str]:
+    """What went wrong in a turn that still answered: fallbacks, with what to do."""
+    out = []
+    for r in values.get("trace") or []:
+        if r.status != "fallback":
+            continue
+        hint = ""
+        if "model call failed" in r.detail:
+            hint = (
+                " - check that the endpoint is up (OPENAI_BASE_URL / OLLAMA_HOST) or "
+                "choose another model with --cloud-model / --device-model"
+            )
+        out.append(f"{r.node} ({r.side}) used its fallback: {r.detail}{hint}")
+    return out
+
+
 def print_turn(values: dict[str, Any]) -> None:
     plan = values.get("plan")
     table = Table(
@@ -295,6 +311,8 @@ def print_turn(values: dict[str, Any]) -> None:
     for r in values.get("ranking") or []:
         table.add_row(str(r.rank), r.label, ", ".join(r.genres), r.reason)
     console.print(table)
+    for w in turn_warnings(values):
+        err_console.print(f"[yellow]warning:[/yellow] {w}")
     if plan is not None:
         w = plan.weights
         console.print(
@@ -331,6 +349,7 @@ def turn_json(session: ChatSession, values: dict[str, Any]) -> str:
             "plan": dump(values.get("plan")),
             "ranking": [dump(r) for r in values.get("ranking") or []],
             "trace": [{**dump(r), "ms": r.ms} for r in values.get("trace") or []],
+            "warnings": turn_warnings(values),
         },
         indent=2,
     )

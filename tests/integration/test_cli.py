@@ -15,7 +15,9 @@ from cdarec.settings import Settings
 pytestmark = pytest.mark.integration
 
 
-def cli(settings: Settings, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
+def cli(
+    settings: Settings, *args: str, stdin: str | None = None, extra: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
     env = {
         **os.environ,
         "CDAREC_HOME": str(settings.home),
@@ -24,6 +26,7 @@ def cli(settings: Settings, *args: str, stdin: str | None = None) -> subprocess.
         "CDAREC_CLOUD_MODEL": settings.cloud_model,
         "CDAREC_JUDGE_TOP": "3",
         "CDAREC_SHOW_TOP": "3",
+        **(extra or {}),
     }
     return subprocess.run(
         [sys.executable, "-m", "cdarec.app", *args],
@@ -81,3 +84,23 @@ def test_help_explains_the_commands() -> None:
     assert p.returncode == 0
     for word in ("setup", "chat", "index", "memory", "bench"):
         assert word in p.stdout
+
+
+def test_dead_cloud_endpoint_still_answers_and_says_why(smol_settings: Settings) -> None:
+    from cdarec.llm.server import free_port
+
+    dead = f"http://127.0.0.1:{free_port()}/v1"  # nothing listens there
+    env_settings = Settings(**{**smol_settings.model_dump(), "cloud_model": "openai:gpt-4o-mini"})
+    p = cli(
+        env_settings,
+        "chat",
+        "--user",
+        "196",
+        "--message",
+        "a comedy",
+        "--once",
+        extra={"OPENAI_BASE_URL": dead, "OPENAI_API_KEY": "not-used"},
+    )
+    assert p.returncode == 0, p.stderr
+    assert "plan_strategy (cloud) used its fallback" in p.stderr
+    assert "check that the endpoint is up" in p.stderr
