@@ -138,7 +138,7 @@ def cmd_index(args: argparse.Namespace) -> int:
     s = settings_from(args)
     res = Resources(s)
     ds = res.dataset
-    cat = open_catalogue(s.home, ds, s.embedder, threads=s.llm_threads)
+    cat = open_catalogue(s, ds)
     with progress_bar(f"indexing {ds.name}") as update:
         report = cat.index(ds.items, progress=update)
     console.print(f"catalogue {cat.name}: {cat.count()} items ({report})")
@@ -347,6 +347,7 @@ def turn_json(session: ChatSession, values: dict[str, Any]) -> str:
             "request": values.get("request"),
             "abstract": dump(values.get("abstract")),
             "plan": dump(values.get("plan")),
+            "steps": [dump(st) for st in values["plan"].steps()] if values.get("plan") else [],
             "ranking": [dump(r) for r in values.get("ranking") or []],
             "trace": [{**dump(r), "ms": r.ms} for r in values.get("trace") or []],
             "warnings": turn_warnings(values),

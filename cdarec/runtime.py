@@ -91,12 +91,7 @@ class Resources:
 
     @_lazy
     def catalogue(self) -> Catalogue:
-        cat = open_catalogue(
-            self.settings.home,
-            self.dataset,
-            self.settings.embedder,
-            threads=self.settings.llm_threads,
-        )
+        cat = open_catalogue(self.settings, self.dataset)
         if cat.count() == 0:  # first use without `cdarec index`
             cat.index(self.dataset.items)
         return cat

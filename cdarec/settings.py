@@ -106,14 +106,6 @@ class Settings(BaseSettings):
 
     # -- derived paths ------------------------------------------------------------------
     @property
-    def models_dir(self) -> Path:
-        return self.home / "models"
-
-    @property
-    def data_dir(self) -> Path:
-        return self.home / "datasets"
-
-    @property
     def chroma_dir(self) -> Path:
         return self.home / "chroma"
 

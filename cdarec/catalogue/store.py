@@ -21,6 +21,7 @@ from langchain_chroma import Chroma
 
 from cdarec.catalogue.embeddings import MiniLMEmbeddings
 from cdarec.data import Dataset, Item
+from cdarec.settings import Settings
 
 BATCH = 256
 
@@ -200,6 +201,6 @@ def build_where(
     return clauses[0] if len(clauses) == 1 else {"$and": clauses}
 
 
-def open_catalogue(home: Path, dataset: Dataset, embedder_name: str, threads: int = 2) -> Catalogue:
-    emb = MiniLMEmbeddings.from_home(home, embedder_name, threads=threads)
-    return Catalogue(home / "chroma", dataset.name, embedder_name, emb)
+def open_catalogue(settings: Settings, dataset: Dataset) -> Catalogue:
+    emb = MiniLMEmbeddings.from_home(settings.home, settings.embedder, threads=settings.llm_threads)
+    return Catalogue(settings.chroma_dir, dataset.name, settings.embedder, emb)

@@ -66,9 +66,6 @@ class LLM:
     chat: BaseChatModel
     json_mode: str = "json_object_schema"
 
-    def text(self, max_tokens: int) -> Runnable[Any, Any]:
-        return self.chat.bind(**self._limit(max_tokens))
-
     def json(self, schema: dict[str, Any], max_tokens: int, name: str = "output") -> Runnable:
         """Bound so that the reply is JSON for ``schema`` and at most ``max_tokens`` long."""
         kw = self._limit(max_tokens)

@@ -9,7 +9,6 @@ was saved: a file that does not parse is moved aside and the backup is used.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import threading
@@ -199,7 +198,3 @@ class DeviceMemory:
             seen = rec.shown.setdefault(thread, [])
             seen.extend(i for i in item_ids if i not in seen)
             self.save(rec)
-
-
-def export_json(rec: DeviceRecord) -> str:
-    return json.dumps(rec.model_dump(), indent=2)
