@@ -219,7 +219,10 @@ class ChatSession:
         self.res.device_record(self.user)  # unknown user: clear error before anything runs
         self.graph = build_graph(sqlite_checkpointer(settings.checkpoint_db))
         self.thread = thread or f"{_slug(self.user)}-{uuid.uuid4().hex[:8]}"
-        self.config = {"configurable": {"thread_id": self.thread}}
+        self.config = {
+            "configurable": {"thread_id": self.thread},
+            "metadata": {"user_id": self.user},  # lets `cdarec sessions` say whose it is
+        }
 
     def last_ranking(self) -> list[Any]:
         return list(self.graph.get_state(self.config).values.get("ranking") or [])
@@ -413,6 +416,64 @@ def cmd_bench_turns(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- sessions and local traces ----------------------------------------------------------------
+def cmd_sessions(args: argparse.Namespace) -> int:
+    from cdarec.graph.checkpoint import sqlite_checkpointer
+    from cdarec.sessions import list_sessions
+
+    s = settings_from(args)
+    if not s.checkpoint_db.exists():
+        console.print("no sessions yet: start one with `cdarec chat --user ID`")
+        return 0
+    sessions = list_sessions(sqlite_checkpointer(s.checkpoint_db), user=args.user)
+    if args.json:
+        print(json.dumps([x.model_dump() for x in sessions], indent=2))
+        return 0
+    table = Table("thread", "user", "turns", "last request", "updated (UTC)", title="sessions")
+    for x in sessions[: args.limit]:
+        table.add_row(x.thread, x.user or "?", str(x.turns), x.last_request or "-", x.updated[:19])
+    console.print(table)
+    if sessions:
+        console.print(
+            "[dim]resume: cdarec chat --user USER --thread THREAD; steps: cdarec trace THREAD[/dim]"
+        )
+    return 0
+
+
+def cmd_trace(args: argparse.Namespace) -> int:
+    from rich.tree import Tree
+
+    from cdarec.graph.builder import build_graph
+    from cdarec.graph.checkpoint import sqlite_checkpointer
+    from cdarec.sessions import iso, turn_traces
+
+    s = settings_from(args)
+    graph = build_graph(sqlite_checkpointer(s.checkpoint_db))
+    turns = turn_traces(graph.get_state_history({"configurable": {"thread_id": args.thread}}))
+    if not turns:
+        raise CliError(
+            f"no session '{args.thread}' in {s.checkpoint_db} (`cdarec sessions` lists them)", 2
+        )
+    if args.json:
+        print(json.dumps([t.model_dump(mode="json") for t in turns], indent=2))
+        return 0
+    root = Tree(f"session {args.thread}")
+    for t in turns:
+        branch = root.add(
+            f'turn {t.turn} [dim]{iso(t.start)}[/dim] {t.wall_ms} ms  "{t.request or "-"}"'
+        )
+        for r in t.steps:
+            colour = "cyan" if r.side == "cloud" else "magenta"
+            tokens = f"  {r.tokens_in}->{r.tokens_out} tok" if r.tokens_in or r.tokens_out else ""
+            flag = "" if r.status == "ok" else f"  [yellow]{r.status}[/yellow]"
+            branch.add(
+                f"[{colour}]{r.side:6}[/{colour}] {r.node:26} +{(r.start - t.start) * 1000:6.0f} ms"
+                f" {r.ms:6d} ms{tokens}{flag}" + (f"  [dim]{r.model}[/dim]" if r.model else "")
+            )
+    console.print(root)
+    return 0
+
+
 # -- parser ----------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
@@ -477,6 +538,19 @@ def build_parser() -> argparse.ArgumentParser:
     bt.add_argument("--user", default="1m_1")
     bt.add_argument("--turns", type=int, default=6, help="warm turns after the first")
     bt.set_defaults(func=cmd_bench_turns)
+
+    ss = sub.add_parser("sessions", parents=[common], help="list chat sessions (threads)")
+    ss.add_argument("--user", help="only this user's sessions")
+    ss.add_argument("--limit", type=int, default=30)
+    ss.add_argument("--json", action="store_true")
+    ss.set_defaults(func=cmd_sessions)
+
+    tr = sub.add_parser(
+        "trace", parents=[common], help="the step tree of a session, from its checkpoints"
+    )
+    tr.add_argument("thread", help="the session's thread id (see `cdarec sessions`)")
+    tr.add_argument("--json", action="store_true", help="export the trace as JSON")
+    tr.set_defaults(func=cmd_trace)
 
     c = sub.add_parser(
         "chat",
