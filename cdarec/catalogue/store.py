@@ -157,8 +157,9 @@ class Catalogue:
         year_min: int | None = None,
         year_max: int | None = None,
         exclude_ids: Iterable[str] = (),
+        only_ids: Iterable[str] = (),
     ) -> list[Hit]:
-        where = build_where(genres, year_min, year_max, exclude_ids)
+        where = build_where(genres, year_min, year_max, exclude_ids, only_ids)
         vec = self.embeddings.embed_query(query) if isinstance(query, str) else list(query)
         n = min(k, max(self.count(), 1))
         results = self.store.similarity_search_by_vector_with_relevance_scores(
@@ -181,7 +182,11 @@ class Catalogue:
 
 
 def build_where(
-    genres: Iterable[str], year_min: int | None, year_max: int | None, exclude_ids: Iterable[str]
+    genres: Iterable[str],
+    year_min: int | None,
+    year_max: int | None,
+    exclude_ids: Iterable[str],
+    only_ids: Iterable[str] = (),
 ) -> dict[str, Any] | None:
     clauses: list[dict[str, Any]] = []
     gs = [genre_key(g) for g in genres]
@@ -196,6 +201,9 @@ def build_where(
     ex = list(exclude_ids)
     if ex:
         clauses.append({"item_id": {"$nin": ex}})
+    only = list(only_ids)
+    if only:
+        clauses.append({"item_id": {"$in": only}})
     if not clauses:
         return None
     return clauses[0] if len(clauses) == 1 else {"$and": clauses}

@@ -132,13 +132,16 @@ def retrieve_candidates(
     res = get_resources(runtime.context)
     turn, plan, intent = state["turn"], state["plan"], state.get("intent")
     step = Step("retrieve_candidates", "cloud", turn)
+    scope = list(state.get("scope") or [])
+    # Within a given scope, every scoped item is scored and the scope is the filter.
     searches = [
         RetrievalInput(
             query=q,
-            k=plan.retrieval.k,
-            genres=list(intent.genres),
-            year_min=intent.year_min,
-            year_max=intent.year_max,
+            k=len(scope) if scope else plan.retrieval.k,
+            genres=[] if scope else list(intent.genres),
+            year_min=None if scope else intent.year_min,
+            year_max=None if scope else intent.year_max,
+            only_ids=scope,
         )
         for q in (intent.queries if intent else [])
     ]

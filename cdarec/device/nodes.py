@@ -59,13 +59,21 @@ def summarize_on_device(
     }
 
 
-def excluded_indices(res: Resources, rec: DeviceRecord, thread: str | None) -> np.ndarray:
-    """Items not to recommend: already watched, disliked, or shown in this session."""
+def excluded_indices(
+    res: Resources, rec: DeviceRecord, thread: str | None, scope: list[str] | None = None
+) -> np.ndarray:
+    """Items not to recommend: already watched, disliked, or shown in this session, and
+    with a scope, everything outside it."""
     index = res.dataset.item_index
     ids = set(rec.history_ids()) | rec.disliked()
     if thread:
         ids |= set(rec.shown.get(thread, []))
-    return np.array(sorted(index[i] for i in ids if i in index), dtype=np.int64)
+    banned = {index[i] for i in ids if i in index}
+    if scope:
+        inside = np.zeros(res.dataset.n_items, dtype=bool)
+        inside[[index[i] for i in scope if i in index]] = True
+        banned |= set(np.flatnonzero(~inside).tolist())
+    return np.array(sorted(banned), dtype=np.int64)
 
 
 def sequence_input(res: Resources, rec: DeviceRecord) -> np.ndarray:
@@ -89,7 +97,12 @@ def model_sequence_on_device(
     rec = res.device_record(res.settings.user_id)
     model = res.sequence_model
     scores = model.scores(sequence_input(res, rec))
-    idx = top_k(scores, res.settings.sequence_k, excluded_indices(res, rec, _thread(config)))
+    scope = state.get("scope")
+    idx = top_k(
+        scores,
+        len(scope) if scope else res.settings.sequence_k,
+        excluded_indices(res, rec, _thread(config), scope),
+    )
     proposals = [
         Proposal(turn=turn, item_id=res.dataset.items[int(i)].item_id, score=float(scores[i]))
         for i in idx
@@ -105,7 +118,7 @@ def model_sequence_on_device(
 def _pool(res: Resources, state: State, rec: DeviceRecord, thread: str | None) -> list[PoolItem]:
     turn = state["turn"]
     ds = res.dataset
-    banned = set(excluded_indices(res, rec, thread).tolist())
+    banned = set(excluded_indices(res, rec, thread, state.get("scope")).tolist())
     avoid = set(rec.avoided_genres())
     pool: dict[str, PoolItem] = {}
 
@@ -173,7 +186,7 @@ def rank_on_device(
     fuse(pool, w.sequence, w.semantic)
     pool.sort(key=lambda p: -p.fused)
     usage, status, detail = Usage(), "ok", f"{len(pool)} candidates"
-    show = res.settings.show_top
+    show = len(pool) if state.get("scope") else res.settings.show_top  # a scope is ranked whole
     m = min(res.settings.judge_top, len(pool))
     if plan.judge and m > 0:
         judged = pool[:m]
@@ -250,4 +263,4 @@ def respond(state: State, runtime: Runtime[Settings], config: RunnableConfig) ->
         res.memory.record_shown(res.settings.user_id or "", thread, [r.item_id for r in ranking])
     lines = [f"{r.rank}. {r.label} - {', '.join(r.genres)}\n   {r.reason}" for r in ranking]
     reply = "\n".join(lines) if lines else "I found nothing to recommend; try another request."
-    return {"reply": reply, "trace": step.done(detail=f"{len(ranking)} items")}
+    return {"reply": reply, "scope": None, "trace": step.done(detail=f"{len(ranking)} items")}

@@ -16,7 +16,7 @@ Three layers, from most to least visible:
 
 from __future__ import annotations
 
-from typing import Annotated, TypedDict, TypeVar
+from typing import Annotated, NotRequired, TypedDict, TypeVar
 
 from cdarec.graph.plan import Plan
 from cdarec.graph.schemas import (
@@ -49,6 +49,10 @@ class CloudView(TypedDict, total=False):
 
     turn: int
     request: str
+    # Optional: rank only these catalogue ids this turn (an evaluation protocol's
+    # candidate list, or an app's shortlist). Public catalogue ids, never history;
+    # cleared by ``respond`` so it applies to the turn it came with.
+    scope: list[str] | None
     abstract: UserAbstract
     plan: Plan
     intent: Intent | None
@@ -59,6 +63,7 @@ class TurnInput(TypedDict):
     """What a caller sends for one chat turn."""
 
     request: str
+    scope: NotRequired[list[str] | None]
 
 
 class TurnOutput(TypedDict, total=False):

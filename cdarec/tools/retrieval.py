@@ -21,6 +21,9 @@ class RetrievalInput(BaseModel):
     exclude_ids: list[str] = Field(
         default_factory=list, max_length=500, description="catalogue ids not to return"
     )
+    only_ids: list[str] = Field(
+        default_factory=list, max_length=500, description="if given, search only these ids"
+    )
 
 
 def make_retrieval_tool(catalogue: Catalogue) -> BaseTool:
@@ -31,6 +34,7 @@ def make_retrieval_tool(catalogue: Catalogue) -> BaseTool:
         year_min: int | None = None,
         year_max: int | None = None,
         exclude_ids: list[str] | None = None,
+        only_ids: list[str] | None = None,
     ) -> list[dict[str, Any]]:
         hits = catalogue.search(
             query,
@@ -39,6 +43,7 @@ def make_retrieval_tool(catalogue: Catalogue) -> BaseTool:
             year_min=year_min,
             year_max=year_max,
             exclude_ids=exclude_ids or (),
+            only_ids=only_ids or (),
         )
         return [
             {

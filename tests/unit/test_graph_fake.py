@@ -149,6 +149,7 @@ def test_cloud_nodes_can_only_read_the_cloud_view() -> None:
     assert set(CloudView.__annotations__) == {
         "turn",
         "request",
+        "scope",
         "abstract",
         "plan",
         "intent",

@@ -14,8 +14,7 @@ from typing import Any
 import pytest
 
 from cdarec import app
-from cdarec.prompts import PromptError, load_prompt
-from cdarec.prompts import manage
+from cdarec.prompts import PromptError, load_prompt, manage
 
 
 def _editor(tmp_path: Path, code: str) -> str:
