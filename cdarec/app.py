@@ -410,6 +410,31 @@ def cmd_chat(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    res = Resources(settings_from(args))
+    model = res.sasrec_model(err_console, retrain=args.retrain)
+    console.print(
+        f"SASRec for {res.dataset.name}: {model.n_items} items, hidden {model.arch.hidden}; "
+        "the device side uses it from now on (settings: sequence_model = auto)"
+    )
+    return 0
+
+
+def cmd_bench_accuracy(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from cdarec.bench.accuracy import run
+
+    if args.protocol != "llmrank":
+        raise CliError("only --protocol llmrank is implemented so far (Protocol B: to do)", 2)
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    try:
+        run(settings_from(args), methods, args.users, args.seed, Path(args.out), console)
+    except ValueError as err:
+        raise CliError(str(err), 2) from err
+    return 0
+
+
 def cmd_bench_turns(args: argparse.Namespace) -> int:
     from cdarec.bench.turns import run
 
@@ -577,10 +602,39 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser("bench", help="benchmarks (print tables)").add_subparsers(
         dest="action", required=True
     )
+    ba = b.add_parser(
+        "accuracy",
+        parents=[common],
+        help="accuracy of every method on the same seeded candidates, beside the anchors",
+        description="Protocol llmrank (ANCHORS.md, Protocol A): rank the test item among 20 "
+        "candidates (1 + 19 random). Methods without an LLM run on all users and on the "
+        "LLM sample; methods with one on the sample. Prints a Markdown table with the "
+        "published rows and writes JSON, Markdown and a PNG plot to --out.",
+    )
+    ba.add_argument("--protocol", choices=["llmrank", "full"], default="llmrank")
+    ba.add_argument("--users", type=int, default=200, help="size of the fixed LLM sample")
+    ba.add_argument(
+        "--methods",
+        default="random,pop,transition,sasrec,sasrec+device,cdarec",
+        help="comma-separated: random, pop, transition, sasrec, sasrec+device, llm-zero-shot, "
+        "cdarec, cdarec-fixed-plan, cdarec-no-slm, cdarec-no-semantic",
+    )
+    ba.add_argument("--seed", type=int, default=2024, help="candidate and sample seed")
+    ba.add_argument("--out", default="results", help="folder for JSON/Markdown/PNG")
+    ba.set_defaults(func=cmd_bench_accuracy)
+
     bt = b.add_parser("turns", parents=[common], help="latency and memory of chat turns")
     bt.add_argument("--user", default="1m_1")
     bt.add_argument("--turns", type=int, default=6, help="warm turns after the first")
     bt.set_defaults(func=cmd_bench_turns)
+
+    t = sub.add_parser(
+        "train",
+        parents=[common],
+        help="train the structured user model (SASRec) on the cloud side, cached for the device",
+    )
+    t.add_argument("--retrain", action="store_true", help="train again even if cached")
+    t.set_defaults(func=cmd_train)
 
     pr = sub.add_parser(
         "prompts",

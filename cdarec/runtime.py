@@ -76,7 +76,46 @@ class Resources:
 
     @_lazy
     def sequence_model(self) -> SequenceScorer:
-        """The structured model, fitted on the training split once and cached on disk."""
+        """The structured model the device runs: the trained SASRec (shipped from the
+        cloud's `cdarec train`) or the transition model fitted here."""
+        choice = self.settings.sequence_model
+        if choice != "transition":
+            from cdarec.seqrec.runtime import SASRecModel
+            from cdarec.seqrec.train_cli import model_path
+
+            path = model_path(self.dataset, self.settings.home, train_config(self.dataset))
+            if path.exists():
+                try:
+                    return SASRecModel.load(path)
+                except ValueError:
+                    if choice == "sasrec":
+                        raise
+            elif choice == "sasrec":
+                raise FileNotFoundError(
+                    f"no trained SASRec for {self.dataset.name}: run `cdarec train "
+                    f"--dataset {self.settings.dataset}` (or use --sequence-model transition)"
+                )
+        return self.transition_model
+
+    def sasrec_model(self, console: Any = None, *, retrain: bool = False) -> Any:
+        """The trained SASRec for the data set: loaded from the cache, or trained now (the
+        cloud's job; shows progress on ``console``) and cached for the device."""
+        with self._lock:
+            if retrain or "sasrec" not in self.__dict__:
+                from cdarec.seqrec.train_cli import train_or_load
+
+                self.__dict__["sasrec"] = train_or_load(
+                    self.dataset,
+                    self.settings.home,
+                    train_config(self.dataset),
+                    console,
+                    retrain=retrain,
+                )
+            return self.__dict__["sasrec"]
+
+    @_lazy
+    def transition_model(self) -> TransitionModel:
+        """The foundation's scorer, fitted on the training split once and cached on disk."""
         ds = self.dataset
         name = f"transition-{_slug(ds.name)}-{ds.n_users}u-{ds.n_items}i-{ds.n_interactions}.npz"
         path = self.settings.home / "cache" / "sequence" / name
@@ -162,6 +201,14 @@ class Resources:
     def history_indices(self, rec: DeviceRecord) -> np.ndarray:
         index = self.dataset.item_index
         return np.array([index[i] for i in rec.history_ids() if i in index], dtype=np.int64)
+
+
+def train_config(ds: Dataset) -> Any:
+    """The SASRec training configuration for a data set (one place: `cdarec train`, the
+    device runtime and the benchmark agree on which cached model is meant)."""
+    from cdarec.seqrec.sasrec import TrainConfig
+
+    return TrainConfig()
 
 
 def _slug(name: str) -> str:

@@ -68,6 +68,17 @@ class Settings(BaseSettings):
         default=True,
         description="Reuse a plan the planner wrote for the same user state and request kind.",
     )
+    sequence_model: Literal["auto", "sasrec", "transition"] = Field(
+        default="auto",
+        description="Structured user model on the device: 'sasrec' (trained by `cdarec "
+        "train`), 'transition' (item-to-item transitions, fitted in seconds) or 'auto' "
+        "(SASRec when it has been trained for the data set, else transitions).",
+    )
+    ablate: list[Literal["slm", "semantic", "sequence"]] = Field(
+        default_factory=list,
+        description="Ablations for experiments: switch off the device SLM's judgement, "
+        "semantic retrieval or the sequence model, whatever the plan says.",
+    )
     embedder: str = Field(default="minilm-l6-int8", description="Catalogue embedding model.")
     retrieval_k: int = Field(
         default=30, ge=1, le=500, description="Default number of candidates the cloud retrieves."
@@ -137,6 +148,7 @@ class Settings(BaseSettings):
             "device_model",
             "cloud_model",
             "embedder",
+            "sequence_model",
             "llm_threads",
             "llm_ctx",
             "seed",

@@ -13,7 +13,13 @@ from typing import Any
 from langchain_core.runnables import RunnableConfig
 from langgraph.runtime import Runtime
 
-from cdarec.graph.plan import PlanDraft, default_plan, plan_cache_key, request_kind
+from cdarec.graph.plan import (
+    PlanDraft,
+    ablated,
+    default_plan,
+    plan_cache_key,
+    request_kind,
+)
 from cdarec.graph.schemas import Candidate, Intent, intent_json_schema
 from cdarec.graph.state import CloudView
 from cdarec.graph.steps import Step
@@ -42,6 +48,14 @@ def _cloud_values(res: Any, state: CloudView) -> dict[str, Any]:
 
 
 def plan_strategy(
+    state: CloudView, runtime: Runtime[Settings], config: RunnableConfig
+) -> dict[str, Any]:
+    out = _plan_strategy(state, runtime, config)
+    ablate = get_resources(runtime.context).settings.ablate
+    return {**out, "plan": ablated(out["plan"], ablate)} if ablate else out
+
+
+def _plan_strategy(
     state: CloudView, runtime: Runtime[Settings], config: RunnableConfig
 ) -> dict[str, Any]:
     res = get_resources(runtime.context)
@@ -95,6 +109,11 @@ def model_semantics(
 ) -> dict[str, Any]:
     res = get_resources(runtime.context)
     step = Step("model_semantics", "cloud", state["turn"])
+    if not (state.get("request") or "").strip():
+        # Nothing to interpret: the query comes from the abstract, no LLM call is made.
+        intent = fallback_intent(state)
+        detail = "no request: query from the abstract; " + " | ".join(intent.queries)
+        return {"intent": intent, "trace": step.done(status="skipped", detail=detail)}
     genres = res.dataset.genres
     messages = res.prompts["model_semantics"].messages(**_cloud_values(res, state))
     out = call_structured(

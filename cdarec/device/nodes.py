@@ -32,9 +32,9 @@ from cdarec.memory.device_memory import DeviceRecord
 from cdarec.runtime import Resources, get_resources
 from cdarec.settings import Settings
 
-RECENT_FOR_JUDGE = 6
+RECENT_FOR_JUDGE = 5
 JUDGE_PICKS = 3  # SLM reasons for the top three; the rest get template reasons
-TOKENS_PER_PICK = 24  # '{"n": 3, "reason": "..."}' with a reason of about 10 words
+TOKENS_PER_PICK = 20  # '{"n": 3, "reason": "..."}' with a reason of at most 8 words
 
 
 def _thread(config: RunnableConfig | None) -> str | None:

@@ -129,6 +129,28 @@ class PlanDraft(BaseModel):
         )
 
 
+def ablated(plan: Plan, ablate: Iterable[str]) -> Plan:
+    """The plan with the named parts switched off (experiments: ``Settings.ablate``)."""
+    off = set(ablate)
+    if not off:
+        return plan
+    w = plan.weights
+    seq = 0.0 if "sequence" in off else w.sequence
+    sem = 0.0 if "semantic" in off else w.semantic
+    judge = 0.0 if "slm" in off else w.judge
+    if seq + sem + judge <= 0:
+        sem = 1.0
+    return plan.model_copy(
+        update={
+            "semantic": plan.semantic and "semantic" not in off,
+            "sequence": plan.sequence and "sequence" not in off,
+            "judge": plan.judge and "slm" not in off,
+            "weights": Weights(sequence=seq, semantic=sem, judge=judge),
+            "note": f"{plan.note} [ablated: {', '.join(sorted(off))}]",
+        }
+    )
+
+
 RequestKind = Literal["none", "similar", "specific", "open"]
 _SIMILAR = re.compile(r"\b(like|similar|more of)\b", re.IGNORECASE)
 _SPECIFIC = re.compile(r"\b(1[89]\d0s|19\d\d|20\d\d|\d0s)\b", re.IGNORECASE)

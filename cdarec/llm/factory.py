@@ -82,6 +82,10 @@ class LLM:
             kw["response_format"] = {"type": "json_object"}
         return self.chat.bind(**kw)
 
+    def text(self, max_tokens: int) -> Runnable:
+        """Bound for a free-text reply of at most ``max_tokens``."""
+        return self.chat.bind(**self._limit(max_tokens))
+
     def _limit(self, max_tokens: int) -> dict[str, Any]:
         # Token budgets must really be enforced: each provider names the limit differently.
         if self.provider == "llamacpp":

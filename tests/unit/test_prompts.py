@@ -44,13 +44,15 @@ def test_missing_variable_is_refused(tmp_path: Path) -> None:
         load_prompt("rank_on_device", tmp_path)
 
 
-def test_cloud_prompts_share_their_prefix() -> None:
-    """Prompt-cache reuse: both cloud calls start with the same system text, abstract and
-    request; only the task line differs."""
+def test_cloud_prompts_keep_their_fixed_parts_first() -> None:
+    """Prompt-cache reuse: both cloud calls share the system text; the per-turn call
+    (semantics) puts its fixed task before the abstract and request, so from turn to turn
+    only those are evaluated anew."""
     prompts = load_all()
     values = {"genres": "A, B", "retrieval_k": 30, "abstract": "heavy user", "request": "x"}
     plan = prompts["plan_strategy"].messages(**values)
     sem = prompts["model_semantics"].messages(**values)
-    assert plan[0].content == sem[0].content
-    prefix = "User abstract: heavy user\nRequest: x\nTask:"
-    assert plan[1].content.startswith(prefix) and sem[1].content.startswith(prefix)
+    other = prompts["model_semantics"].messages(**{**values, "abstract": "cold", "request": "y"})
+    assert plan[0].content == sem[0].content == other[0].content
+    task = sem[1].content.split("User abstract:")[0]
+    assert task.startswith("Task:") and other[1].content.startswith(task)

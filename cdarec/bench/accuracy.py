@@ -1,0 +1,427 @@
+"""`cdarec bench accuracy`: our rows beside the published ones, on the same candidates.
+
+Protocol A ("llmrank", ANCHORS.md): leave-one-out by time; for each user the test item
+plus 19 items drawn uniformly from the whole catalogue (seeded per user, see
+``cdarec.seqrec.protocol``), shuffled; the label's rank among the 20 gives NDCG@1/5/10/20
+(x100). Methods without an LLM run on every test user *and* on the fixed LLM sample;
+methods with an LLM run on the sample only (default 200 users). Every method sees the
+same candidates. Parsing never looks at the label: an item a method leaves out of its
+ranking is ranked below every item it did rank (the label too, pessimistically), and
+the share of turns with a fallback or an unparseable reply is reported.
+
+Methods:
+  random, pop             - baselines (popularity of the training split)
+  transition              - the foundation's item-to-item transition scorer
+  sasrec                  - the trained structured model alone, 50-item history (protocol)
+  sasrec+device           - the same model on the device: the full private history, and
+                            items the user has already watched ranked last
+  llm-zero-shot           - LLMRank's recency-focused prompt, cloud model, free text
+  cdarec                  - the whole graph (plan, semantics, retrieval in the scope of the
+                            20 candidates, device sequence model, device SLM, fusion)
+  cdarec-fixed-plan, cdarec-no-slm, cdarec-no-semantic - ablations of the graph
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import re
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from cdarec.data import Dataset, leave_one_out
+from cdarec.data.split import history_before_test
+from cdarec.memory.device_memory import DeviceRecord
+from cdarec.runtime import Resources, use_resources
+from cdarec.seqrec.protocol import demote_seen, label_ranks, ndcg_at, sample_candidates
+from cdarec.settings import Settings
+
+KS = (1, 5, 10, 20)
+HISTORY_LEN = 50  # the protocol's history (the device may use more: sasrec+device)
+NO_LLM = ("random", "pop", "transition", "sasrec", "sasrec+device")
+GRAPH = {
+    "cdarec": {},
+    "cdarec-fixed-plan": {"planner": "fixed"},
+    "cdarec-no-slm": {"ablate": ["slm"]},
+    "cdarec-no-semantic": {"ablate": ["semantic"]},
+}
+WITH_LLM = ("llm-zero-shot", *GRAPH)
+ALL_METHODS = (*NO_LLM, *WITH_LLM)
+DEFAULT_METHODS = ("random", "pop", "transition", "sasrec", "sasrec+device", "cdarec")
+
+# ANCHORS.md, Protocol A: LLMRank (Hou et al., ECIR 2024), Tables 2 (all users) and 3
+# (200 users, recency-focused prompt); NDCG x100 at 1/5/10/20.
+ANCHOR_ROWS: list[tuple[str, str, tuple[float, float, float, float]]] = [
+    ("random order (expected)", "all", (5.00, 14.74, 22.72, 35.20)),
+    ("Pop (trained)", "all", (22.91, 45.16, 52.33, 55.36)),
+    ("BPRMF (trained)", "all", (34.60, 59.87, 64.29, 65.39)),
+    ("SASRec (trained)", "all", (61.39, 76.39, 78.89, 79.79)),
+    ("UniSRec (zero-shot)", "all", (7.37, 18.80, 26.67, 37.93)),
+    ("ChatGPT, recency-focused", "all", (19.57, 37.73, 44.23, 50.01)),
+    ("ChatGPT, in-context learning", "all", (21.77, 39.59, 45.83, 51.62)),
+    ("LLaMA-2-70B-Chat, recency", "200", (8.00, 25.42, 31.19, 34.52)),
+    ("ChatGPT, recency", "200", (23.33, 42.07, 48.80, 53.73)),
+    ("GPT-4, recency", "200", (15.50, 40.65, 46.74, 48.42)),
+]
+
+
+@dataclass
+class Row:
+    method: str
+    users: int
+    ndcg: dict[int, float]
+    seconds: float
+    fallback_rate: float = 0.0
+    note: str = ""
+    ranks: list[int] = field(default_factory=list, repr=False)
+
+
+@dataclass
+class ProtocolA:
+    ds: Dataset
+    users: list[str]  # every test user
+    sample: list[str]  # the fixed LLM sample
+    candidates: dict[str, np.ndarray]
+    histories: dict[str, np.ndarray]
+    train_pop: np.ndarray
+
+    @classmethod
+    def build(cls, ds: Dataset, sample_size: int, seed: int) -> ProtocolA:
+        split = leave_one_out(ds)
+        users = [u for u in split.test_users() if len(history_before_test(ds, u))]
+        rng = np.random.default_rng(seed)
+        pick = rng.choice(len(users), size=min(sample_size, len(users)), replace=False)
+        sample = [users[i] for i in sorted(pick)]
+        pop = np.zeros(ds.n_items, dtype=np.float64)
+        for u, seq in split.train.items():
+            np.add.at(pop, seq, 1.0)
+            if split.valid.get(u) is not None:
+                pop[split.valid[u]] += 1.0
+        return cls(
+            ds=ds,
+            users=users,
+            sample=sample,
+            candidates=sample_candidates(split.test, ds.n_items, users, seed=seed),
+            histories={u: history_before_test(ds, u) for u in users},
+            train_pop=pop,
+        )
+
+    def label_pos(self, users: list[str]) -> np.ndarray:
+        test = {u: int(self.ds.sequence(u)[-1]) for u in users}
+        return np.array([int(np.flatnonzero(self.candidates[u] == test[u])[0]) for u in users])
+
+
+def _row(
+    method: str,
+    users: list[str],
+    cand_scores: np.ndarray,
+    proto: ProtocolA,
+    t0: float,
+    fallback_rate: float = 0.0,
+    note: str = "",
+) -> Row:
+    ranks = label_ranks(cand_scores, proto.label_pos(users))
+    nd = {k: 100 * v for k, v in ndcg_at(ranks, KS).items()}
+    return Row(
+        method,
+        len(users),
+        nd,
+        time.perf_counter() - t0,
+        fallback_rate,
+        note,
+        ranks.tolist(),
+    )
+
+
+def score_without_llm(
+    method: str, proto: ProtocolA, users: list[str], res: Resources, seed: int
+) -> np.ndarray:
+    cands = np.stack([proto.candidates[u] for u in users])
+    if method == "random":
+        return np.random.default_rng(seed).random(cands.shape)
+    if method == "pop":
+        return proto.train_pop[cands]
+    if method == "transition":
+        model = res.transition_model
+        rows = [model.scores(proto.histories[u][-HISTORY_LEN:]) for u in users]
+        return np.stack([r[c] for r, c in zip(rows, cands, strict=True)])
+    model = res.sasrec_model()
+    out = np.empty(cands.shape, dtype=np.float64)
+    chunk = 256
+    for start in range(0, len(users), chunk):
+        part = users[start : start + chunk]
+        if method == "sasrec":
+            hist = [proto.histories[u][-HISTORY_LEN:] for u in part]
+            scores = model.scores_batch(hist)
+        else:  # sasrec+device: the full private history, watched items last
+            hist = [proto.histories[u] for u in part]
+            scores = model.scores_batch(hist)
+            for i, h in enumerate(hist):
+                demote_seen(scores[i], h)
+        out[start : start + len(part)] = np.take_along_axis(
+            scores, cands[start : start + len(part)], axis=1
+        )
+    return out
+
+
+# -- LLM-only zero-shot (LLMRank's recency-focused prompt) ---------------------------------
+def llmrank_prompt(history: list[str], candidates: list[str]) -> str:
+    hist = "\n".join(f"{i}. {t}" for i, t in enumerate(history))
+    cands = "\n".join(f"{i}. {t}" for i, t in enumerate(candidates))
+    return (
+        f"I've watched the following movies in the past in order:\n{hist}\n\n"
+        f"Now there are {len(candidates)} candidate movies that I can watch next:\n{cands}\n"
+        f"Please rank these {len(candidates)} movies by measuring the possibilities that I "
+        f"would like to watch next most, according to my watching history. Please think "
+        f"step by step.\nNote that my most recently watched movie is {history[-1]}. Please "
+        f"show me your ranking results with order numbers. Split your output with line "
+        f"break. You MUST rank the given candidate movies. You can not generate movies "
+        f"that are not in the given candidate list."
+    )
+
+
+_NUMBERED = re.compile(r"^\s*\d+[.)]\s*")
+
+
+def parse_ranking(reply: str, candidates: list[str]) -> list[int]:
+    """LLMRank's parsing: one line per item, 'N. ' stripped, each line fuzzy-matched to a
+    candidate title; returns candidate positions in the reply's order (no label used)."""
+    order: list[int] = []
+    lowered = [c.lower() for c in candidates]
+    for line in reply.splitlines():
+        text = _NUMBERED.sub("", line).strip().strip("*").strip().lower()
+        if not text:
+            continue
+        match = difflib.get_close_matches(text, lowered, n=1, cutoff=0.6)
+        hit = lowered.index(match[0]) if match else None
+        if hit is None:
+            hit = next((i for i, c in enumerate(lowered) if c in text), None)
+        if hit is not None and hit not in order:
+            order.append(hit)
+    return order
+
+
+def _order_scores(order: list[int], n: int) -> np.ndarray:
+    scores = np.full(n, -1e9)
+    for pos, i in enumerate(order):
+        scores[i] = n - pos
+    return scores
+
+
+def score_llm_zero_shot(
+    proto: ProtocolA, users: list[str], res: Resources, tick: Callable[[], None]
+) -> tuple[np.ndarray, float]:
+    ds = proto.ds
+    chat = res.cloud_llm.text(max_tokens=400)
+    out, failed = [], 0
+    for u in users:
+        hist = [ds.items[int(i)].label() for i in proto.histories[u][-HISTORY_LEN:]]
+        cands = [ds.items[int(i)].label() for i in proto.candidates[u]]
+        try:
+            reply = str(chat.invoke(llmrank_prompt(hist, cands)).content)
+        except Exception:  # a failed call is a miss for every candidate, and counted
+            reply = ""
+        order = parse_ranking(reply, cands)
+        failed += len(order) < len(cands)
+        out.append(_order_scores(order, len(cands)))
+        tick()
+    return np.stack(out), failed / max(len(users), 1)
+
+
+# -- the graph ------------------------------------------------------------------------------
+def eval_records(proto: ProtocolA, users: list[str], res: Resources) -> dict[str, DeviceRecord]:
+    """Each sampled user's device memory as it was before the test item."""
+    out = {}
+    for u in users:
+        hist = res.dataset_history(u)[:-1]
+        out[u] = DeviceRecord(user_id=u, dataset=proto.ds.name, history=hist)
+    return out
+
+
+def score_graph(
+    method: str,
+    proto: ProtocolA,
+    users: list[str],
+    base: Resources,
+    tick: Callable[[], None],
+) -> tuple[np.ndarray, float, str]:
+    from langgraph.checkpoint.memory import InMemorySaver
+
+    from cdarec.graph.builder import build_graph
+
+    settings = base.settings.model_copy(update=GRAPH[method])
+    res = Resources(settings, records=eval_records(proto, users, base))
+    for name in ("dataset", "catalogue", "device_llm", "cloud_llm", "sequence_model", "prompts"):
+        res.__dict__[name] = getattr(base, name)  # share the loaded models and stores
+    use_resources(res)
+    graph = build_graph(InMemorySaver())
+    ds = proto.ds
+    out, fallbacks, model_names = [], 0, set()
+    for u in users:
+        cands = [ds.items[int(i)].item_id for i in proto.candidates[u]]
+        ctx = settings.model_copy(update={"user_id": u})
+        values = graph.invoke(
+            {"request": "", "scope": cands},
+            {"configurable": {"thread_id": f"{method}-{u}"}},
+            context=ctx,
+        )
+        ranked = [r.item_id for r in values.get("ranking") or []]
+        pos = {c: i for i, c in enumerate(cands)}
+        out.append(_order_scores([pos[i] for i in ranked if i in pos], len(cands)))
+        trace = values.get("trace") or []
+        fallbacks += any(r.status == "fallback" for r in trace)
+        model_names |= {r.model for r in trace if r.model}
+        tick()
+    return np.stack(out), fallbacks / max(len(users), 1), ", ".join(sorted(model_names))
+
+
+# -- running and reporting -------------------------------------------------------------------
+def run(
+    settings: Settings,
+    methods: list[str],
+    sample_size: int,
+    seed: int,
+    out_dir: Path,
+    console: Console,
+    resources: Resources | None = None,
+) -> list[Row]:
+    """Run ``methods`` and report. ``resources`` lets tests bring fake models."""
+    unknown = [m for m in methods if m not in ALL_METHODS]
+    if unknown:
+        raise ValueError(f"unknown method(s) {', '.join(unknown)}; known: {', '.join(ALL_METHODS)}")
+    base = use_resources(resources or Resources(settings))
+    needs_sasrec = {"sasrec", "sasrec+device", *GRAPH} & set(methods)
+    if needs_sasrec and settings.sequence_model != "transition":
+        model = base.sasrec_model(console)  # trains once (cloud side) if not cached
+        base.__dict__["sequence_model"] = model  # what the graph's device side runs
+    t = time.perf_counter()
+    proto = ProtocolA.build(base.dataset, sample_size, seed)
+    console.print(
+        f"Protocol A on {proto.ds.name}: {len(proto.users)} test users, LLM sample "
+        f"{len(proto.sample)} (seed {seed}); candidates drawn in {time.perf_counter() - t:.1f} s"
+    )
+    rows: list[Row] = []
+    for m in [m for m in methods if m in NO_LLM]:
+        for users in (proto.users, proto.sample):
+            t0 = time.perf_counter()
+            rows.append(_row(m, users, score_without_llm(m, proto, users, base, seed), proto, t0))
+            console.print(f"  {m:22} {len(users):5d} users  N@10 {rows[-1].ndcg[10]:6.2f}")
+    llm_methods = [m for m in methods if m in WITH_LLM]
+    if llm_methods:
+        with Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+        ) as bar:
+            for m in llm_methods:
+                task = bar.add_task(f"{m:22}", total=len(proto.sample))
+
+                def tick(task: Any = task) -> None:
+                    bar.advance(task)
+
+                t0 = time.perf_counter()
+                if m == "llm-zero-shot":
+                    scores, fb = score_llm_zero_shot(proto, proto.sample, base, tick)
+                    note = base.cloud_llm.name
+                else:
+                    scores, fb, note = score_graph(m, proto, proto.sample, base, tick)
+                rows.append(_row(m, proto.sample, scores, proto, t0, fb, note))
+    print_table(rows, proto, console)
+    write_results(rows, proto, settings, seed, out_dir, console)
+    return rows
+
+
+def markdown_table(rows: list[Row], proto: ProtocolA) -> str:
+    lines = [
+        f"Protocol A (LLMRank), {proto.ds.name}: NDCG x100, 20 candidates (1 + 19 random)",
+        "",
+        "| method | users | N@1 | N@5 | N@10 | N@20 | fallback | time |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, users, vals in ANCHOR_ROWS:
+        cells = " | ".join(f"{v:.2f}" for v in vals)
+        lines.append(f"| *published: {name}* | {users} | {cells} | | |")
+    for r in rows:
+        cells = " | ".join(f"{r.ndcg[k]:.2f}" for k in KS)
+        fb = f"{100 * r.fallback_rate:.0f}%" if r.method in WITH_LLM else ""
+        lines.append(f"| **{r.method}** | {r.users} | {cells} | {fb} | {r.seconds:.0f} s |")
+    return "\n".join(lines)
+
+
+def print_table(rows: list[Row], proto: ProtocolA, console: Console) -> None:
+    console.print()
+    console.print(markdown_table(rows, proto), markup=False, highlight=False)
+
+
+def write_results(
+    rows: list[Row],
+    proto: ProtocolA,
+    settings: Settings,
+    seed: int,
+    out_dir: Path,
+    console: Console,
+) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stem = f"accuracy-llmrank-{_slug(proto.ds.name)}"
+    payload = {
+        "protocol": "llmrank",
+        "dataset": proto.ds.name,
+        "seed": seed,
+        "users_all": len(proto.users),
+        "users_sample": len(proto.sample),
+        "settings": {
+            k: str(v)
+            for k, v in settings.model_dump().items()
+            if k in ("device_model", "cloud_model", "sequence_model", "retrieval_k", "judge_top")
+        },
+        "anchors": [
+            {"method": n, "users": u, "ndcg": dict(zip(KS, v, strict=True))}
+            for n, u, v in ANCHOR_ROWS
+        ],
+        "rows": [{k: v for k, v in asdict(r).items()} for r in rows],
+    }
+    (out_dir / f"{stem}.json").write_text(json.dumps(payload, indent=2))
+    (out_dir / f"{stem}.md").write_text(markdown_table(rows, proto) + "\n")
+    png = out_dir / f"{stem}.png"
+    try:
+        plot(rows, proto, png)
+    except ImportError:
+        console.print("[dim]matplotlib is not installed: no plot[/dim]")
+        png = None  # type: ignore[assignment]
+    console.print(f"wrote {out_dir / stem}.json, .md" + (", .png" if png else ""))
+
+
+def plot(rows: list[Row], proto: ProtocolA, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = [f"{n} ({u})" for n, u, _ in ANCHOR_ROWS] + [f"{r.method} ({r.users})" for r in rows]
+    values = [v[2] for _, _, v in ANCHOR_ROWS] + [r.ndcg[10] for r in rows]
+    colours = ["#bbbbbb"] * len(ANCHOR_ROWS) + ["#2b7bb9"] * len(rows)
+    fig, ax = plt.subplots(figsize=(8, 0.32 * len(labels) + 1.2))
+    ax.barh(range(len(labels)), values, color=colours)
+    ax.set_yticks(range(len(labels)), labels, fontsize=8)
+    ax.invert_yaxis()
+    for i, v in enumerate(values):
+        ax.text(v + 0.5, i, f"{v:.1f}", va="center", fontsize=7)
+    ax.set_xlabel("NDCG@10 x100 (grey: published, blue: measured here)")
+    ax.set_title(f"Protocol A on {proto.ds.name}")
+    ax.set_xlim(0, 100)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _slug(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)[:60]
