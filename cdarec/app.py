@@ -410,6 +410,15 @@ def cmd_chat(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from cdarec.web.app import serve
+
+    s = settings_from(args)
+    console.print(f"cdarec chat on http://{args.host}:{args.port}  (Ctrl-C stops it)")
+    serve(s, args.host, args.port)
+    return 0
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     res = Resources(settings_from(args))
     model = res.sasrec_model(err_console, retrain=args.retrain)
@@ -627,6 +636,16 @@ def build_parser() -> argparse.ArgumentParser:
     bt.add_argument("--user", default="1m_1")
     bt.add_argument("--turns", type=int, default=6, help="warm turns after the first")
     bt.set_defaults(func=cmd_bench_turns)
+
+    sv = sub.add_parser(
+        "serve",
+        parents=[common],
+        help="the chat in a browser: live steps, feedback buttons, a user picker",
+    )
+    sv.add_argument("--host", default="127.0.0.1", help="address to listen on (loopback)")
+    sv.add_argument("--port", type=int, default=8000)
+    sv.add_argument("--user", help="the user selected first")
+    sv.set_defaults(func=cmd_serve)
 
     t = sub.add_parser(
         "train",

@@ -84,7 +84,8 @@ class EmbeddedServer:
         cmd = [
             sys.executable,
             "-m",
-            "llama_cpp.server",
+            "cdarec.llm._child",  # llama_cpp.server, exiting when this process is gone
+            str(os.getpid()),
             "--model",
             str(self.model_path),
             "--model_alias",

@@ -1,0 +1,117 @@
+"""The browser chat end to end: `cdarec serve` on loopback, driven by Playwright in a
+real headless Chromium (Debian's, installed by scripts/test.sh), on the small test
+model. Open the page, send a message, see items and live steps, click feedback, see
+the next turn change."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from playwright.sync_api import expect, sync_playwright
+
+from cdarec.llm.server import free_port
+from cdarec.settings import Settings
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@pytest.fixture(scope="module")
+def web(smol_settings: Settings, tmp_path_factory: pytest.TempPathFactory):
+    if not Path(CHROMIUM).exists():
+        pytest.fail("chromium is missing: scripts/test.sh installs Debian's chromium")
+    port = free_port()
+    log = tmp_path_factory.mktemp("web") / "serve.log"
+    s = smol_settings
+    env = {
+        **os.environ,
+        "CDAREC_JUDGE_TOP": str(s.judge_top),
+        "CDAREC_SHOW_TOP": str(s.show_top),
+        "CDAREC_LLM_THREADS": str(s.llm_threads),
+        "LANGSMITH_TRACING": "false",
+    }
+    cmd = [
+        sys.executable,
+        "-m",
+        "cdarec.app",
+        "serve",
+        "--port",
+        str(port),
+        "--home",
+        str(s.home),
+        "--dataset",
+        s.dataset,
+        "--device-model",
+        s.device_model,
+        "--cloud-model",
+        s.cloud_model,
+        "--user",
+        "196",
+    ]
+    with log.open("w") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if httpx.get(f"{url}/api/users", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"cdarec serve did not start:\n{log.read_text()[-3000:]}")
+            time.sleep(0.5)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def test_chat_in_a_real_browser(web: str, tmp_path: Path) -> None:
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+        page = browser.new_page()
+        page.goto(web)
+        expect(page.locator("body[data-ready='1']")).to_have_count(1, timeout=30_000)
+        expect(page.locator("#user")).to_have_value("196")
+
+        page.fill("#message", "a funny animated movie")
+        page.click("#send")
+        items = page.locator(".turn").nth(0).locator("li.item")
+        expect(items.first).to_be_visible(timeout=180_000)
+        expect(page.locator("#steps .step.cloud").first).to_be_visible()
+        expect(page.locator("#steps .step.device").first).to_be_visible()
+        assert items.count() >= 2
+        first_turn = items.evaluate_all("els => els.map(e => e.dataset.itemId)")
+
+        # dislike the top item: it is saved on the device and never shown again
+        items.first.locator("button.dislike").click()
+        expect(page.locator(".turn .note").first).to_contain_text("disliked")
+        page.fill("#message", "a funny animated movie")
+        page.click("#send")
+        second = page.locator(".turn").nth(1).locator("li.item")
+        expect(second.first).to_be_visible(timeout=180_000)
+        second_turn = second.evaluate_all("els => els.map(e => e.dataset.itemId)")
+        assert first_turn[0] not in second_turn
+        assert second_turn != first_turn
+        page.screenshot(path=str(tmp_path / "chat.png"))
+        browser.close()
