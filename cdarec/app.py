@@ -29,6 +29,7 @@ from cdarec.memory.device_memory import MemoryError_
 from cdarec.prompts import PromptError
 from cdarec.runtime import Resources, UserNotFoundError, get_resources
 from cdarec.settings import Settings
+from cdarec.tracing import run_callbacks
 
 console = Console(highlight=False)
 err_console = Console(stderr=True, highlight=False)
@@ -223,6 +224,7 @@ class ChatSession:
         self.config = {
             "configurable": {"thread_id": self.thread},
             "metadata": {"user_id": self.user},  # lets `cdarec sessions` say whose it is
+            "callbacks": run_callbacks(),  # LangSmith, device runs masked (if tracing is on)
         }
 
     def last_ranking(self) -> list[Any]:

@@ -42,6 +42,7 @@ from cdarec.memory.device_memory import DeviceRecord
 from cdarec.runtime import Resources, use_resources
 from cdarec.seqrec.protocol import demote_seen, label_ranks, ndcg_at, sample_candidates
 from cdarec.settings import Settings
+from cdarec.tracing import run_callbacks
 
 KS = (1, 5, 10, 20)
 HISTORY_LEN = 50  # the protocol's history (the device may use more: sasrec+device)
@@ -269,7 +270,7 @@ def score_graph(
         ctx = settings.model_copy(update={"user_id": u})
         values = graph.invoke(
             {"request": "", "scope": cands},
-            {"configurable": {"thread_id": f"{method}-{u}"}},
+            {"configurable": {"thread_id": f"{method}-{u}"}, "callbacks": run_callbacks()},
             context=ctx,
         )
         ranked = [r.item_id for r in values.get("ranking") or []]

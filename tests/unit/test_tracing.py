@@ -1,10 +1,25 @@
 from __future__ import annotations
 
+import json
+import time
+from pathlib import Path
+from typing import Any
+
 import pytest
+import requests
+from langgraph.checkpoint.memory import InMemorySaver
 from langsmith import Client
 
-from cdarec.graph.builder import build_graph
-from cdarec.tracing import guard_tracing
+from cdarec.graph.builder import CLOUD_NODES, DEVICE_NODES, build_graph
+from cdarec.memory.device_memory import Interaction
+from cdarec.runtime import Resources, use_resources
+from cdarec.settings import Settings
+from cdarec.tracing import MASKED, PrivacyClient, guard_tracing, run_callbacks
+from tests.conftest import REAL_HOME
+from tests.fakes import by_task, fake_llm
+from tests.unit.test_graph_fake import JUDGE, PLAN, QUERIES
+
+CANARY = "Zqxv Canary Picture 7731 (1999)"
 
 
 def test_tracing_on_forces_hidden_payloads(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -33,3 +48,67 @@ def test_tracing_off_changes_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
     import os
 
     assert "LANGSMITH_HIDE_INPUTS" not in os.environ
+
+
+# -- selective masking, checked on what the LangSmith client would send --------------------
+class RecordingSession(requests.Session):
+    """Captures every request the LangSmith client makes; answers 200 and sends nothing."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.bodies: list[str] = []
+
+    def request(self, method: str, url: str, *args: Any, **kwargs: Any) -> requests.Response:
+        body = kwargs.get("data") or kwargs.get("json") or b""
+        if isinstance(body, bytes):
+            body = body.decode("utf-8", "replace")
+        self.bodies.append(f"{method} {url} {body if isinstance(body, str) else json.dumps(body)}")
+        resp = requests.Response()
+        resp.status_code = 200
+        resp._content = b"{}"
+        resp.url = url
+        return resp
+
+
+def test_langsmith_upload_masks_device_runs_and_keeps_the_tree(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A canary title planted in device memory reaches the device SLM's prompt (checked
+    through the fake model's own record) but nothing the LangSmith client sends; the
+    uploaded run tree still has every node, tagged by side, and cloud payloads."""
+    monkeypatch.setenv("LANGSMITH_TRACING", "true")
+    monkeypatch.setenv("LANGSMITH_API_KEY", "test-key")
+    if not (REAL_HOME / "datasets" / "ml-100k").exists():
+        pytest.fail("ML-100K missing: run scripts/test.sh")
+    s = Settings(home=home, dataset="ml-100k", user_id="canary-user", judge_top=4)
+    script = by_task(PLAN, QUERIES, JUDGE)
+    device = fake_llm(script, "device")
+    res = use_resources(Resources(s, device_llm=device, cloud_llm=fake_llm(script, "cloud")))
+    history = res.dataset_history("196")[-20:]
+    history.append(Interaction(item_id=CANARY, ts=time.time(), rating=5.0, source="chat"))
+    res.memory.seed("canary-user", history, overwrite=True)
+
+    session = RecordingSession()
+    client = PrivacyClient(
+        api_key="test-key",
+        api_url="http://127.0.0.1:9",
+        session=session,
+        auto_batch_tracing=False,
+        info={},
+    )
+    [tracer] = run_callbacks(client)
+    graph = build_graph(InMemorySaver())
+    cfg = {"configurable": {"thread_id": "t"}, "callbacks": [tracer]}
+    graph.invoke({"request": "something like my last film"}, cfg, context=s)
+    tracer.wait_for_futures()
+    client.flush()
+
+    assert any(CANARY in str(p) for p in device.chat.prompts), "the device SLM must see it"
+    sent = "\n".join(session.bodies)
+    assert session.bodies and CANARY not in sent
+    assert CANARY.split()[1] not in sent  # not even a fragment
+    for node in (*CLOUD_NODES, *DEVICE_NODES):
+        assert f'"name": "{node}"' in sent or f'"name":"{node}"' in sent, node
+    assert "side:cloud" in sent and "side:device" in sent
+    assert MASKED["masked"] in sent
+    assert "light science fiction comedy" in sent  # cloud payloads stay readable
