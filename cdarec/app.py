@@ -446,6 +446,13 @@ def cmd_bench_accuracy(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_web(args: argparse.Namespace) -> int:
+    from cdarec.bench.web import run
+
+    run(settings_from(args, user_id=args.user), args.sessions, console)
+    return 0
+
+
 def cmd_bench_turns(args: argparse.Namespace) -> int:
     from cdarec.bench.turns import run
 
@@ -633,6 +640,13 @@ def build_parser() -> argparse.ArgumentParser:
     ba.add_argument("--seed", type=int, default=2024, help="candidate and sample seed")
     ba.add_argument("--out", default="results", help="folder for JSON/Markdown/PNG")
     ba.set_defaults(func=cmd_bench_accuracy)
+
+    bw = b.add_parser(
+        "web", parents=[common], help="browser path: time to first item vs terminal; N sessions"
+    )
+    bw.add_argument("--user", default="1m_1")
+    bw.add_argument("--sessions", type=int, default=10, help="sessions opened at once")
+    bw.set_defaults(func=cmd_bench_web)
 
     bt = b.add_parser("turns", parents=[common], help="latency and memory of chat turns")
     bt.add_argument("--user", default="1m_1")
