@@ -635,7 +635,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--methods",
         default="random,pop,transition,sasrec,sasrec+device,cdarec",
         help="comma-separated: random, pop, transition, sasrec, sasrec+device, llm-zero-shot, "
-        "cdarec, cdarec-fixed-plan, cdarec-no-slm, cdarec-no-semantic",
+        "cdarec, cdarec-fixed-plan, cdarec-no-slm, cdarec-no-semantic, cdarec-no-collab",
     )
     ba.add_argument("--seed", type=int, default=2024, help="candidate and sample seed")
     ba.add_argument("--out", default="results", help="folder for JSON/Markdown/PNG")

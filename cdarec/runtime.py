@@ -129,6 +129,22 @@ class Resources:
         return model
 
     @_lazy
+    def collab_index(self) -> Any:
+        """The cloud's index of the structured model's item vectors (None without one)."""
+        model = self.sequence_model
+        if not hasattr(model, "item_vectors"):
+            return None
+        import zlib
+
+        from cdarec.catalogue.collab import CollabIndex
+
+        vectors = model.item_vectors()
+        key = f"{model.name}-{zlib.crc32(np.ascontiguousarray(vectors).tobytes()):08x}"
+        index = CollabIndex(self.settings.chroma_dir, self.dataset.name, key)
+        index.index(self.dataset.items, vectors)
+        return index
+
+    @_lazy
     def catalogue(self) -> Catalogue:
         cat = open_catalogue(self.settings, self.dataset)
         if cat.count() == 0:  # first use without `cdarec index`

@@ -74,10 +74,11 @@ class Settings(BaseSettings):
         "train`), 'transition' (item-to-item transitions, fitted in seconds) or 'auto' "
         "(SASRec when it has been trained for the data set, else transitions).",
     )
-    ablate: list[Literal["slm", "semantic", "sequence"]] = Field(
+    ablate: list[Literal["slm", "semantic", "sequence", "collab"]] = Field(
         default_factory=list,
         description="Ablations for experiments: switch off the device SLM's judgement, "
-        "semantic retrieval or the sequence model, whatever the plan says.",
+        "semantic retrieval, the sequence model or collaborative retrieval, whatever the "
+        "plan says.",
     )
     embedder: str = Field(default="minilm-l6-int8", description="Catalogue embedding model.")
     retrieval_k: int = Field(

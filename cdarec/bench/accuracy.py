@@ -18,7 +18,7 @@ Methods:
   llm-zero-shot           - LLMRank's recency-focused prompt, cloud model, free text
   cdarec                  - the whole graph (plan, semantics, retrieval in the scope of the
                             20 candidates, device sequence model, device SLM, fusion)
-  cdarec-fixed-plan, cdarec-no-slm, cdarec-no-semantic - ablations of the graph
+  cdarec-fixed-plan, cdarec-no-slm, cdarec-no-semantic, cdarec-no-collab - ablations
 """
 
 from __future__ import annotations
@@ -52,6 +52,7 @@ GRAPH = {
     "cdarec-fixed-plan": {"planner": "fixed"},
     "cdarec-no-slm": {"ablate": ["slm"]},
     "cdarec-no-semantic": {"ablate": ["semantic"]},
+    "cdarec-no-collab": {"ablate": ["collab"]},
 }
 WITH_LLM = ("llm-zero-shot", *GRAPH)
 ALL_METHODS = (*NO_LLM, *WITH_LLM)

@@ -20,13 +20,18 @@ from cdarec.graph.plan import (
     plan_cache_key,
     request_kind,
 )
-from cdarec.graph.schemas import Candidate, Intent, intent_json_schema
+from cdarec.graph.schemas import COLLABORATIVE, Candidate, Intent, intent_json_schema
 from cdarec.graph.state import CloudView
 from cdarec.graph.steps import Step
 from cdarec.llm.structured import call_structured
 from cdarec.runtime import get_resources
 from cdarec.settings import Settings
-from cdarec.tools.retrieval import RetrievalInput, make_retrieval_tool
+from cdarec.tools.retrieval import (
+    CollabInput,
+    RetrievalInput,
+    make_collab_tool,
+    make_retrieval_tool,
+)
 
 PLAN_MAX_TOKENS = 120
 INTENT_MAX_TOKENS = 60
@@ -166,6 +171,20 @@ def retrieve_candidates(
     ]
     tool = make_retrieval_tool(res.catalogue)
     results = tool.batch([s.model_dump() for s in searches], config=config) if searches else []
+    hits_by_query = [(s.query, hits) for s, hits in zip(searches, results, strict=True)]
+    vector, collab_k = state.get("user_vector"), plan.retrieval.collab_k
+    collab = res.collab_index if vector and collab_k else None
+    if collab is not None:
+        args = CollabInput(
+            vector=list(vector or []),
+            k=len(scope) if scope else collab_k,
+            genres=[] if scope or not intent else list(intent.genres),
+            year_min=None if scope or not intent else intent.year_min,
+            year_max=None if scope or not intent else intent.year_max,
+            only_ids=scope,
+        )
+        hits = make_collab_tool(collab).invoke(args.model_dump(), config=config)
+        hits_by_query.append((COLLABORATIVE, hits))
     candidates = [
         Candidate(
             turn=turn,
@@ -174,12 +193,13 @@ def retrieve_candidates(
             genres=tuple(h["genres"]),
             year=h["year"],
             similarity=h["similarity"],
-            query=s.query,
+            query=query,
         )
-        for s, hits in zip(searches, results, strict=True)
+        for query, hits in hits_by_query
         for h in hits
     ]
-    return {
-        "candidates": candidates,
-        "trace": step.done(detail=f"{len(candidates)} hits for {len(searches)} queries"),
-    }
+    n_collab = sum(len(h) for q, h in hits_by_query if q == COLLABORATIVE)
+    detail = f"{len(candidates) - n_collab} hits for {len(searches)} queries"
+    if collab is not None:
+        detail += f" + {n_collab} collaborative"
+    return {"candidates": candidates, "trace": step.done(detail=detail)}

@@ -24,7 +24,7 @@ from cdarec.device.ranking import (
     template_reason,
 )
 from cdarec.device.sequence import top_k
-from cdarec.graph.schemas import Proposal, RankedItem
+from cdarec.graph.schemas import COLLABORATIVE, Proposal, RankedItem
 from cdarec.graph.state import State
 from cdarec.graph.steps import Step
 from cdarec.llm.structured import Usage, call_structured
@@ -49,9 +49,15 @@ def summarize_on_device(
     step = Step("summarize_on_device", "device", turn)
     rec = res.device_record(res.settings.user_id)
     abstract = summarize(rec, res.dataset, res.dataset_end)
+    vector = None
+    model = res.sequence_model
+    if rec.history and hasattr(model, "user_vector"):
+        # For collaborative retrieval: the cloud gets this vector, never the sequence.
+        vector = [round(float(x), 5) for x in model.user_vector(sequence_input(res, rec))]
     return {
         "turn": turn,
         "abstract": abstract,
+        "user_vector": vector,
         "intent": None,
         "ranking": [],
         "reply": "",
@@ -136,7 +142,11 @@ def _pool(res: Resources, state: State, rec: DeviceRecord, thread: str | None) -
         return p
 
     for c in state.get("candidates") or []:
-        if c.turn == turn and (p := add(c.item_id, "semantic")) is not None:
+        if c.turn != turn:
+            continue
+        if c.query == COLLABORATIVE:  # scored by the sequence model below, like proposals
+            add(c.item_id, "collaborative")
+        elif (p := add(c.item_id, "semantic")) is not None:
             p.semantic = max(p.semantic, c.similarity)
     for pr in state.get("proposals") or []:
         if pr.turn == turn:

@@ -51,6 +51,13 @@ class Retrieval(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     k: int = Field(ge=1, le=500, description="candidates to retrieve per query")
+    collab_k: int = Field(
+        default=0,
+        ge=0,
+        le=500,
+        description="candidates from collaborative retrieval (the device's user vector "
+        "searched in the model's item vectors, with the intent's filters); 0 = off",
+    )
 
 
 class PlannedStep(BaseModel):
@@ -122,7 +129,9 @@ class PlanDraft(BaseModel):
             semantic=self.semantic_retrieval,
             sequence=self.sequence_model,
             judge=True,  # the device SLM always explains; w_judge sets how much its order counts
-            retrieval=Retrieval(k=self.k),
+            # A user with history also gets collaborative candidates, half as many as
+            # semantic ones: the sequence model's taste within the request's filters.
+            retrieval=Retrieval(k=self.k, collab_k=self.k // 2 if self.sequence_model else 0),
             weights=weights,
             note=self.note,
             source=source,
@@ -140,8 +149,12 @@ def ablated(plan: Plan, ablate: Iterable[str]) -> Plan:
     judge = 0.0 if "slm" in off else w.judge
     if seq + sem + judge <= 0:
         sem = 1.0
+    retrieval = plan.retrieval
+    if "collab" in off:
+        retrieval = retrieval.model_copy(update={"collab_k": 0})
     return plan.model_copy(
         update={
+            "retrieval": retrieval,
             "semantic": plan.semantic and "semantic" not in off,
             "sequence": plan.sequence and "sequence" not in off,
             "judge": plan.judge and "slm" not in off,
@@ -195,11 +208,12 @@ def default_plan(abstract: UserAbstract, request: str, retrieval_k: int) -> Plan
     w_seq, w_sem, w_judge = table[bucket]
     if len(request.split()) >= 3:
         w_seq, w_sem = w_seq * 0.6, w_sem + w_seq * 0.4
+    sequence = bucket != "cold" or abstract.state.live_feedback != "none"
     return Plan(
         semantic=True,
-        sequence=bucket != "cold" or abstract.state.live_feedback != "none",
+        sequence=sequence,
         judge=True,
-        retrieval=Retrieval(k=retrieval_k),
+        retrieval=Retrieval(k=retrieval_k, collab_k=retrieval_k // 2 if sequence else 0),
         weights=Weights(sequence=w_seq, semantic=w_sem, judge=w_judge),
         note=f"default plan for a {bucket} user",
         source="default",

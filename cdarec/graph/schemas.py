@@ -118,6 +118,9 @@ class RankedItem(BaseModel):
     reason: str = ""
 
 
+COLLABORATIVE = "collaborative"  # ``Candidate.query`` of collaborative-retrieval hits
+
+
 class StepRecord(BaseModel):
     """One node's run in one turn: the step trace (and its timeline)."""
 

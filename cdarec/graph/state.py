@@ -54,6 +54,10 @@ class CloudView(TypedDict, total=False):
     # cleared by ``respond`` so it applies to the turn it came with.
     scope: list[str] | None
     abstract: UserAbstract
+    # The structured model's user vector, computed on the device: what collaborative
+    # retrieval searches with. A vector, not the history (None when there is no model
+    # of the history: cold start, or the transition model).
+    user_vector: list[float] | None
     plan: Plan
     intent: Intent | None
     candidates: Annotated[list[Candidate], latest_turn]

@@ -151,6 +151,7 @@ def test_cloud_nodes_can_only_read_the_cloud_view() -> None:
         "request",
         "scope",
         "abstract",
+        "user_vector",
         "plan",
         "intent",
         "candidates",
