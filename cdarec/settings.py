@@ -88,7 +88,7 @@ class Settings(BaseSettings):
         default=30, ge=0, le=500, description="Candidates the device sequence model proposes."
     )
     judge_top: int = Field(
-        default=6, ge=0, le=20, description="How many fused candidates the device SLM judges."
+        default=5, ge=0, le=20, description="How many fused candidates the device SLM judges."
     )
     show_top: int = Field(default=5, ge=1, le=20, description="Items shown per turn.")
     llm_threads: int = Field(

@@ -33,8 +33,11 @@ from cdarec.runtime import Resources, get_resources
 from cdarec.settings import Settings
 
 RECENT_FOR_JUDGE = 5
-JUDGE_PICKS = 3  # SLM reasons for the top three; the rest get template reasons
-TOKENS_PER_PICK = 20  # '{"n": 3, "reason": "..."}' with a reason of at most 8 words
+# SLM reasons for the top two; the rest get template reasons. Each pick costs about 24
+# tokens ('{"n": 3, "reason": "..."}', reason <= 50 characters), ~40 ms each on the 0.5B
+# device model here: a third pick cost a second per turn and was often cut (bench turns).
+JUDGE_PICKS = 2
+TOKENS_PER_PICK = 24
 
 
 def _thread(config: RunnableConfig | None) -> str | None:

@@ -83,7 +83,7 @@ def judgement_schema(n: int, picks: int) -> dict[str, object]:
                     "type": "object",
                     "properties": {
                         "n": {"type": "integer", "minimum": 1, "maximum": n},
-                        "reason": {"type": "string", "maxLength": 70},
+                        "reason": {"type": "string", "maxLength": 50},
                     },
                     "required": ["n", "reason"],
                 },
