@@ -361,7 +361,7 @@ def markdown_table(rows: list[Row], proto: ProtocolA) -> str:
 
 def print_table(rows: list[Row], proto: ProtocolA, console: Console) -> None:
     console.print()
-    console.print(markdown_table(rows, proto), markup=False, highlight=False)
+    console.print(markdown_table(rows, proto), markup=False, highlight=False, soft_wrap=True)
 
 
 def write_results(
