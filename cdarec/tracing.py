@@ -93,31 +93,52 @@ class PrivacyClient(Client):
         side = _side(kwargs)
         if side:
             kwargs["tags"] = sorted({*(kwargs.get("tags") or []), f"side:{side}"})
+        kwargs["extra"] = _lift(kwargs.get("extra"), inputs, kwargs.get("outputs"))
         if side != "cloud":
             with self._private_lock:
                 self._private.add(str(kwargs.get("id")))
             inputs = dict(MASKED)
             if kwargs.get("outputs") is not None:
-                kwargs["extra"] = _lift(kwargs.get("extra"), kwargs["outputs"])
                 kwargs["outputs"] = dict(MASKED)
         super().create_run(name, inputs, run_type, **kwargs)
 
     def update_run(self, run_id: Any, **kwargs: Any) -> None:
         with self._private_lock:
             private = str(run_id) in self._private
+        if kwargs.get("outputs") is not None:
+            kwargs["extra"] = _lift(kwargs.get("extra"), kwargs.get("inputs"), kwargs["outputs"])
         if private:
             if kwargs.get("inputs") is not None:
                 kwargs["inputs"] = dict(MASKED)
             if kwargs.get("outputs") is not None:
-                kwargs["extra"] = _lift(kwargs.get("extra"), kwargs["outputs"])
                 kwargs["outputs"] = dict(MASKED)
         super().update_run(run_id, **kwargs)
 
 
-def _lift(extra: dict[str, Any] | None, outputs: Any) -> dict[str, Any]:
-    """Non-private facts of a step (model, tokens, status) into the run's metadata."""
+def _lift(extra: dict[str, Any] | None, inputs: Any, outputs: Any) -> dict[str, Any]:
+    """Non-private facts of a step into the run's metadata, before any masking: model,
+    tokens and status (from the step trace), the user-state bucket (from the abstract,
+    which the cloud sees anyway) and the plan's switches and weights."""
     extra = dict(extra or {})
     meta = dict(extra.get("metadata") or {})
+    for payload in (inputs, outputs):
+        if not isinstance(payload, dict):
+            continue
+        abstract = payload.get("abstract")
+        state = getattr(abstract, "state", None) or (
+            abstract.get("state") if isinstance(abstract, dict) else None
+        )
+        bucket = getattr(state, "bucket", None) or (
+            state.get("bucket") if isinstance(state, dict) else None
+        )
+        if bucket:
+            meta["bucket"] = bucket
+        plan = payload.get("plan")
+        if plan is not None and hasattr(plan, "model_dump"):
+            plan = plan.model_dump(mode="json")
+        if isinstance(plan, dict):
+            meta["plan"] = {k: plan.get(k) for k in ("semantic", "sequence", "judge", "source")}
+            meta["plan_weights"] = plan.get("weights")
     trace = outputs.get("trace") if isinstance(outputs, dict) else None
     for rec in trace or []:
         get = rec.get if isinstance(rec, dict) else lambda k, r=rec: getattr(r, k, None)

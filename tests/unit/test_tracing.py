@@ -112,3 +112,4 @@ def test_langsmith_upload_masks_device_runs_and_keeps_the_tree(
     assert "side:cloud" in sent and "side:device" in sent
     assert MASKED["masked"] in sent
     assert "light science fiction comedy" in sent  # cloud payloads stay readable
+    assert '"bucket"' in sent and '"plan_weights"' in sent and '"tokens_out"' in sent
