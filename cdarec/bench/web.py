@@ -3,7 +3,8 @@
 Starts ``cdarec serve``'s app (uvicorn, loopback, in a thread of this process, so the
 process's peak memory is the server's), then:
 
-1. a terminal-style turn (``ChatSession.turn``, no HTTP) for a baseline;
+1. a terminal-style turn (``ChatSession.turn``, no HTTP) for a baseline, after one
+   warm-up pass over the requests so that both paths reuse the same cached plans;
 2. the same request over HTTP, timing the first 'step' event and the 'result' event
    (what the page shows as the first recommendation);
 3. N sessions opened at once, one turn each, and the process's peak RSS after them
@@ -62,6 +63,8 @@ def run(settings: Settings, sessions: int, console: Console) -> dict[str, Any]:
     try:
         terminal = ChatSession(settings, thread=None)
         terminal.turn("")  # cold: loads models, starts the cloud server
+        for req in requests:  # warm-up: both paths then reuse the same cached plans
+            terminal.turn(req)
         term_s = []
         for req in requests:
             t = time.perf_counter()
