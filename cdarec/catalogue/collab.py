@@ -17,7 +17,14 @@ from typing import Any
 
 import numpy as np
 
-from cdarec.catalogue.store import BATCH, Hit, build_where, item_metadata, open_client
+from cdarec.catalogue.store import (
+    BATCH,
+    Hit,
+    build_where,
+    hit_from_metadata,
+    item_metadata,
+    open_client,
+)
 from cdarec.data import Item
 
 
@@ -70,20 +77,8 @@ class CollabIndex:
             where=where,
             include=["metadatas", "distances"],
         )
-        hits = []
-        for meta, dist in zip(res["metadatas"][0], res["distances"][0], strict=True):
-            year = int(meta.get("year", -1))
-            title = str(meta.get("title", ""))
-            label = (
-                title if year < 0 or title.rstrip().endswith(f"({year})") else f"{title} ({year})"
-            )
-            hits.append(
-                Hit(
-                    item_id=str(meta["item_id"]),
-                    label=label,
-                    genres=tuple(g for g in str(meta.get("genres", "")).split("|") if g),
-                    year=None if year < 0 else year,
-                    similarity=1.0 - float(dist),  # Chroma's ip distance is 1 - dot
-                )
-            )
-        return hits
+        # Chroma's ip distance is 1 - dot: the similarity is the model's own score.
+        return [
+            hit_from_metadata(meta, 1.0 - float(dist))
+            for meta, dist in zip(res["metadatas"][0], res["distances"][0], strict=True)
+        ]

@@ -84,6 +84,21 @@ class Hit:
     similarity: float  # cosine similarity in [-1, 1]
 
 
+def hit_from_metadata(meta: dict[str, Any], similarity: float) -> Hit:
+    """A search hit from an item's stored metadata (both collections store the same)."""
+    year = int(meta.get("year", -1))
+    title = str(meta.get("title", ""))
+    # The label as ``Item.label`` writes it: no doubled year when the title carries one.
+    label = title if year < 0 or title.rstrip().endswith(f"({year})") else f"{title} ({year})"
+    return Hit(
+        item_id=str(meta["item_id"]),
+        label=label,
+        genres=tuple(g for g in str(meta.get("genres", "")).split("|") if g),
+        year=None if year < 0 else year,
+        similarity=similarity,
+    )
+
+
 class Catalogue:
     """A data set's catalogue: Chroma collection + embedder, wrapped by langchain-chroma."""
 
@@ -165,20 +180,7 @@ class Catalogue:
         results = self.store.similarity_search_by_vector_with_relevance_scores(
             vec, k=n, filter=where
         )
-        hits = []
-        for doc, distance in results:
-            meta = doc.metadata
-            year = int(meta.get("year", -1))
-            hits.append(
-                Hit(
-                    item_id=str(meta["item_id"]),
-                    label=doc.page_content.split(". Genres:")[0],
-                    genres=tuple(g for g in str(meta.get("genres", "")).split("|") if g),
-                    year=None if year < 0 else year,
-                    similarity=1.0 - float(distance),
-                )
-            )
-        return hits
+        return [hit_from_metadata(doc.metadata, 1.0 - float(distance)) for doc, distance in results]
 
 
 def build_where(

@@ -7,7 +7,7 @@ from typing import Any
 from langchain_core.tools import BaseTool, StructuredTool
 from pydantic import BaseModel, Field
 
-from cdarec.catalogue.store import Catalogue
+from cdarec.catalogue.store import Catalogue, Hit
 
 
 class RetrievalInput(BaseModel):
@@ -24,6 +24,20 @@ class RetrievalInput(BaseModel):
     only_ids: list[str] = Field(
         default_factory=list, max_length=500, description="if given, search only these ids"
     )
+
+
+def hits_json(hits: list[Hit]) -> list[dict[str, Any]]:
+    """What both search tools return to the cloud: catalogue facts and a score."""
+    return [
+        {
+            "item_id": h.item_id,
+            "label": h.label,
+            "genres": list(h.genres),
+            "year": h.year,
+            "similarity": round(h.similarity, 4),
+        }
+        for h in hits
+    ]
 
 
 def make_retrieval_tool(catalogue: Catalogue) -> BaseTool:
@@ -45,16 +59,7 @@ def make_retrieval_tool(catalogue: Catalogue) -> BaseTool:
             exclude_ids=exclude_ids or (),
             only_ids=only_ids or (),
         )
-        return [
-            {
-                "item_id": h.item_id,
-                "label": h.label,
-                "genres": list(h.genres),
-                "year": h.year,
-                "similarity": round(h.similarity, 4),
-            }
-            for h in hits
-        ]
+        return hits_json(hits)
 
     return StructuredTool.from_function(
         search_catalogue,
@@ -96,16 +101,7 @@ def make_collab_tool(index: Any) -> BaseTool:
             exclude_ids=exclude_ids or (),
             only_ids=only_ids or (),
         )
-        return [
-            {
-                "item_id": h.item_id,
-                "label": h.label,
-                "genres": list(h.genres),
-                "year": h.year,
-                "similarity": round(h.similarity, 4),
-            }
-            for h in hits
-        ]
+        return hits_json(hits)
 
     return StructuredTool.from_function(
         search_collaborative,

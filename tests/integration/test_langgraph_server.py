@@ -9,17 +9,15 @@ the thread with a second turn.
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
-import time
 from pathlib import Path
 
-import httpx
 import pytest
 from langgraph_sdk import get_sync_client
 
 from cdarec.llm.server import free_port
 from cdarec.settings import Settings
+from tests.fixtures.serve import serving
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -29,42 +27,14 @@ def server(tmp_path_factory: pytest.TempPathFactory):
     port = free_port()
     exe = Path(sys.executable).parent / "langgraph"
     log = tmp_path_factory.mktemp("lgdev") / "langgraph-dev.log"
-    with log.open("w") as out:
-        proc = subprocess.Popen(
-            [
-                str(exe),
-                "dev",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--no-browser",
-                "--no-reload",
-            ],
-            cwd=ROOT,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "LANGSMITH_TRACING": "false"},
-        )
+    cmd = [
+        str(exe), "dev", "--host", "127.0.0.1", "--port", str(port), "--no-browser",
+        "--no-reload",
+    ]  # fmt: skip
     url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if httpx.get(f"{url}/ok", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"langgraph dev did not start:\n{log.read_text()[-3000:]}")
-            time.sleep(0.5)
+    env = {**os.environ, "LANGSMITH_TRACING": "false"}
+    with serving(cmd, f"{url}/ok", log, env=env, cwd=ROOT):
         yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 def test_sdk_thread_run_stream_and_resume(server: str, smol_settings: Settings) -> None:

@@ -7,17 +7,15 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import sys
-import time
 from pathlib import Path
 
-import httpx
 import pytest
 from playwright.sync_api import expect, sync_playwright
 
 from cdarec.llm.server import free_port
 from cdarec.settings import Settings
+from tests.fixtures.serve import serving
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARGS = [
@@ -63,27 +61,9 @@ def web(smol_settings: Settings, tmp_path_factory: pytest.TempPathFactory):
         "--user",
         "196",
     ]
-    with log.open("w") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
     url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if httpx.get(f"{url}/api/users", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"cdarec serve did not start:\n{log.read_text()[-3000:]}")
-            time.sleep(0.5)
+    with serving(cmd, f"{url}/api/users", log, env=env):
         yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 def test_chat_in_a_real_browser(web: str, tmp_path: Path) -> None:
