@@ -15,6 +15,9 @@ Methods:
   sasrec                  - the trained structured model alone, 50-item history (protocol)
   sasrec+device           - the same model on the device: the full private history, and
                             items the user has already watched ranked last
+  sasrec+transition       - sasrec+device blended with the transition model as the
+                            device's ranking blends them (no LLM): what the ensemble alone
+                            adds, so that the agents' own share can be read off
   llm-zero-shot           - LLMRank's recency-focused prompt, cloud model, free text
   cdarec                  - the whole graph (plan, semantics, retrieval in the scope of the
                             20 candidates, device sequence model, device SLM, fusion)
@@ -38,6 +41,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from cdarec.data import Dataset, leave_one_out
 from cdarec.data.split import history_before_test
+from cdarec.device.ranking import PoolItem, structured_signal
 from cdarec.memory.device_memory import DeviceRecord
 from cdarec.runtime import Resources, use_resources
 from cdarec.seqrec.protocol import demote_seen, label_ranks, ndcg_at, sample_candidates
@@ -46,7 +50,7 @@ from cdarec.tracing import run_callbacks
 
 KS = (1, 5, 10, 20)
 HISTORY_LEN = 50  # the protocol's history (the device may use more: sasrec+device)
-NO_LLM = ("random", "pop", "transition", "sasrec", "sasrec+device")
+NO_LLM = ("random", "pop", "transition", "sasrec", "sasrec+device", "sasrec+transition")
 GRAPH = {
     "cdarec": {},
     "cdarec-fixed-plan": {"planner": "fixed"},
@@ -56,7 +60,15 @@ GRAPH = {
 }
 WITH_LLM = ("llm-zero-shot", *GRAPH)
 ALL_METHODS = (*NO_LLM, *WITH_LLM)
-DEFAULT_METHODS = ("random", "pop", "transition", "sasrec", "sasrec+device", "cdarec")
+DEFAULT_METHODS = (
+    "random",
+    "pop",
+    "transition",
+    "sasrec",
+    "sasrec+device",
+    "sasrec+transition",
+    "cdarec",
+)
 
 # ANCHORS.md, Protocol A: LLMRank (Hou et al., ECIR 2024), Tables 2 (all users) and 3
 # (200 users, recency-focused prompt); NDCG x100 at 1/5/10/20.
@@ -154,6 +166,15 @@ def score_without_llm(
         model = res.transition_model
         rows = [model.scores(proto.histories[u][-HISTORY_LEN:]) for u in users]
         return np.stack([r[c] for r, c in zip(rows, cands, strict=True)])
+    if method == "sasrec+transition":
+        seq = score_without_llm("sasrec+device", proto, users, res, seed)
+        trans = score_without_llm("transition-full", proto, users, res, seed)
+        seen = [np.isin(c, proto.histories[u]) for u, c in zip(users, cands, strict=True)]
+        return np.stack([_blend(*x) for x in zip(seq, trans, seen, strict=True)])
+    if method == "transition-full":  # the device's transition scores: the full history
+        model = res.transition_model
+        rows = [model.scores(proto.histories[u]) for u in users]
+        return np.stack([r[c] for r, c in zip(rows, cands, strict=True)])
     model = res.sasrec_model()
     out = np.empty(cands.shape, dtype=np.float64)
     chunk = 256
@@ -170,6 +191,20 @@ def score_without_llm(
         out[start : start + len(part)] = np.take_along_axis(
             scores, cands[start : start + len(part)], axis=1
         )
+    return out
+
+
+def _blend(seq: np.ndarray, trans: np.ndarray, seen: np.ndarray) -> np.ndarray:
+    """The device ranking's structured signal over one user's candidates: watched items
+    are left out of its pool (so out of the standardisation) and ranked last."""
+    pool = [
+        PoolItem("", "", (), None, sequence=float(a), transition=float(b))
+        for a, b in zip(seq, trans, strict=True)
+    ]
+    out = np.full(seq.shape, -1e9)
+    keep = np.flatnonzero(~seen)
+    if keep.size:
+        out[keep] = structured_signal([pool[i] for i in keep])
     return out
 
 

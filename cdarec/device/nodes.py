@@ -187,10 +187,19 @@ def rank_on_device(
     thread = _thread(config)
     pool = _pool(res, state, rec, thread)
     ds = res.dataset
-    # Structured scores for every pool item, over the full private history.
-    scores = res.sequence_model.scores(sequence_input(res, rec))
+    # Structured scores for every pool item, over the full private history: the trained
+    # model, and the transition model beside it as the ensemble's second member.
+    seq_in = sequence_input(res, rec)
+    scores = res.sequence_model.scores(seq_in)
+    second = (
+        res.transition_model.scores(seq_in)
+        if res.sequence_model is not res.transition_model and len(seq_in)
+        else None
+    )
     for p in pool:
-        p.sequence = float(scores[ds.item_index[p.item_id]])
+        i = ds.item_index[p.item_id]
+        p.sequence = float(scores[i])
+        p.transition = float(second[i]) if second is not None else None
     request = (state.get("request") or "").strip()
     intent = state.get("intent")
     queries = list(intent.queries) if intent else []
