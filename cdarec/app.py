@@ -263,12 +263,25 @@ class ChatSession:
                 return None, f"will avoid {genre}"
         return text, ""
 
-    def turn(self, request: str, on_step: Callable[[Any], None] | None = None) -> dict[str, Any]:
-        """Run one turn, reporting each step as it finishes; returns the thread's state."""
-        for update in self.graph.stream(
-            {"request": request}, self.config, context=self.settings, stream_mode="updates"
+    def turn(
+        self,
+        request: str,
+        on_step: Callable[[Any], None] | None = None,
+        on_first_items: Callable[[list[dict[str, Any]]], None] | None = None,
+    ) -> dict[str, Any]:
+        """Run one turn, reporting each step as it finishes and the fused list as soon as
+        the device has it (before the SLM's reasons); returns the thread's state."""
+        for mode, chunk in self.graph.stream(
+            {"request": request},
+            self.config,
+            context=self.settings,
+            stream_mode=["updates", "custom"],
         ):
-            for values in update.values():
+            if mode == "custom":
+                if on_first_items and isinstance(chunk, dict) and "first_items" in chunk:
+                    on_first_items(chunk["first_items"])
+                continue
+            for values in chunk.values():
                 if on_step and isinstance(values, dict):
                     for rec in values.get("trace", []):
                         on_step(rec)
@@ -286,6 +299,12 @@ def print_step(rec: Any) -> None:
     err_console.print(
         f"  [{colour}]{rec.side:6}[/{colour}] {rec.node:26} {rec.ms:6d} ms{tokens}{flag}"
     )
+
+
+def print_first_items(items: list[dict[str, Any]]) -> None:
+    """The fused list, streamed before the device model has written its reasons."""
+    shown = "; ".join(f"{n}. {it['label']}" for n, it in enumerate(items[:5], 1))
+    console.print(f"  [bold]first picks:[/bold] {shown} [dim](reasons coming)[/dim]")
 
 
 def turn_warnings(values: dict[str, Any]) -> list[str]:
@@ -374,7 +393,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
             console.print(f"[green]{message}[/green]")
         if request is None:
             return
-        values = session.turn(request, on_step)
+        values = session.turn(request, on_step, None if args.json else print_first_items)
         if args.json:
             print(turn_json(session, values))
         else:
@@ -441,6 +460,26 @@ def cmd_bench_accuracy(args: argparse.Namespace) -> int:
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     try:
         run(settings_from(args), methods, args.users, args.seed, Path(args.out), console)
+    except ValueError as err:
+        raise CliError(str(err), 2) from err
+    return 0
+
+
+def cmd_bench_latency(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from cdarec.bench.latency import CONFIGS, run
+
+    configs = tuple(c.strip() for c in args.configs.split(",") if c.strip())
+    unknown = [c for c in configs if c not in CONFIGS]
+    if unknown:
+        raise CliError(
+            f"unknown configuration {', '.join(unknown)}; known: {', '.join(CONFIGS)}", 2
+        )
+    if args.turns < 1:
+        raise CliError("--turns must be at least 1", 2)
+    try:
+        run(settings_from(args), args.turns, args.seed, Path(args.out), console, configs)
     except ValueError as err:
         raise CliError(str(err), 2) from err
     return 0
@@ -633,13 +672,35 @@ def build_parser() -> argparse.ArgumentParser:
     ba.add_argument("--users", type=int, default=200, help="size of the fixed LLM sample")
     ba.add_argument(
         "--methods",
-        default="random,pop,transition,sasrec,sasrec+device,cdarec",
-        help="comma-separated: random, pop, transition, sasrec, sasrec+device, llm-zero-shot, "
-        "cdarec, cdarec-fixed-plan, cdarec-no-slm, cdarec-no-semantic, cdarec-no-collab",
+        default="random,pop,transition,sasrec,sasrec+device,sasrec+transition,cdarec",
+        help="comma-separated: random, pop, transition, sasrec, sasrec+device, "
+        "sasrec+transition, llm-zero-shot, cloud-only, cdarec, cdarec-fixed-plan, "
+        "cdarec-no-slm, cdarec-no-semantic, cdarec-no-collab",
     )
     ba.add_argument("--seed", type=int, default=2024, help="candidate and sample seed")
     ba.add_argument("--out", default="results", help="folder for JSON/Markdown/PNG")
     ba.set_defaults(func=cmd_bench_accuracy)
+
+    bl = b.add_parser(
+        "latency",
+        parents=[common],
+        help="cdarec vs a cloud-only and a device-only agent on the same turns (Protocol C)",
+        description="Runs the same turns (Protocol A users of the fixed sample, 20 candidates "
+        "each) through cloud-only (every sub-task by the cloud LLM, raw history sent), cdarec "
+        "and device-only, and prints one table: wall p50/p95, first item on screen, cloud "
+        "tokens, bytes (and raw-history bytes) sent to the cloud, device peak memory, "
+        "NDCG@10, per-node medians. Writes JSON, a bar chart and a timeline of one cdarec "
+        "turn to --out.",
+    )
+    bl.add_argument("--turns", type=int, default=10, help="measured turns per configuration")
+    bl.add_argument(
+        "--configs",
+        default=",".join(("cloud-only", "cdarec", "device-only")),
+        help="comma-separated subset of cloud-only, cdarec, device-only",
+    )
+    bl.add_argument("--seed", type=int, default=2024, help="sample and candidate seed")
+    bl.add_argument("--out", default="results", help="folder for JSON and PNG")
+    bl.set_defaults(func=cmd_bench_latency)
 
     bw = b.add_parser(
         "web", parents=[common], help="browser path: time to first item vs terminal; N sessions"

@@ -19,6 +19,8 @@ Methods:
                             device's ranking blends them (no LLM): what the ensemble alone
                             adds, so that the agents' own share can be read off
   llm-zero-shot           - LLMRank's recency-focused prompt, cloud model, free text
+  cloud-only              - the cloud-only agent (cdarec.baselines.cloud_only): every
+                            sub-task by the cloud LLM, raw history sent to the cloud
   cdarec                  - the whole graph (plan, semantics, retrieval in the scope of the
                             20 candidates, device sequence model, device SLM, fusion)
   cdarec-fixed-plan, cdarec-no-slm, cdarec-no-semantic, cdarec-no-collab - ablations
@@ -51,13 +53,17 @@ from cdarec.tracing import run_callbacks
 KS = (1, 5, 10, 20)
 HISTORY_LEN = 50  # the protocol's history (the device may use more: sasrec+device)
 NO_LLM = ("random", "pop", "transition", "sasrec", "sasrec+device", "sasrec+transition")
-GRAPH = {
+GRAPH: dict[str, dict[str, Any]] = {
+    "cloud-only": {},  # every sub-task by the cloud LLM, raw history sent (baselines/)
     "cdarec": {},
     "cdarec-fixed-plan": {"planner": "fixed"},
     "cdarec-no-slm": {"ablate": ["slm"]},
     "cdarec-no-semantic": {"ablate": ["semantic"]},
     "cdarec-no-collab": {"ablate": ["collab"]},
 }
+# Not a method of `bench accuracy`: the device-only configuration of `bench latency`
+# (the graph with the device SLM doing the cloud LLM's work, fixed plan, no cloud).
+CONFIG_ONLY = {"device-only": {"planner": "fixed"}}
 WITH_LLM = ("llm-zero-shot", *GRAPH)
 ALL_METHODS = (*NO_LLM, *WITH_LLM)
 DEFAULT_METHODS = (
@@ -282,6 +288,29 @@ def eval_records(proto: ProtocolA, users: list[str], res: Resources) -> dict[str
     return out
 
 
+def prepare_graph(
+    method: str, proto: ProtocolA, users: list[str], base: Resources
+) -> tuple[Any, Settings, Resources]:
+    """The compiled graph, settings and resources that run ``method``'s turns for
+    ``users`` (each user's device memory as it was before the test item); the loaded
+    models and stores of ``base`` are shared. One way to build a configuration, for
+    `bench accuracy` and `bench latency` alike."""
+    from langgraph.checkpoint.memory import InMemorySaver
+
+    from cdarec.baselines.cloud_only import build_cloud_only_graph
+    from cdarec.graph.builder import build_graph
+
+    settings = base.settings.model_copy(update={**GRAPH, **CONFIG_ONLY}[method])
+    res = Resources(settings, records=eval_records(proto, users, base))
+    for name in ("dataset", "catalogue", "device_llm", "cloud_llm", "sequence_model", "prompts"):
+        res.__dict__[name] = getattr(base, name)  # share the loaded models and stores
+    if method == "device-only":  # no cloud: the device SLM does the cloud's LLM work too
+        res.__dict__["cloud_llm"] = base.device_llm
+    use_resources(res)
+    graph = build_cloud_only_graph if method == "cloud-only" else build_graph
+    return graph(InMemorySaver()), settings, res
+
+
 def score_graph(
     method: str,
     proto: ProtocolA,
@@ -289,18 +318,11 @@ def score_graph(
     base: Resources,
     tick: Callable[[], None],
 ) -> tuple[np.ndarray, float, str]:
-    from langgraph.checkpoint.memory import InMemorySaver
-
-    from cdarec.graph.builder import build_graph
-
-    settings = base.settings.model_copy(update=GRAPH[method])
-    res = Resources(settings, records=eval_records(proto, users, base))
-    for name in ("dataset", "catalogue", "device_llm", "cloud_llm", "sequence_model", "prompts"):
-        res.__dict__[name] = getattr(base, name)  # share the loaded models and stores
-    use_resources(res)
-    graph = build_graph(InMemorySaver())
+    graph, settings, _ = prepare_graph(method, proto, users, base)
     ds = proto.ds
     out, fallbacks, model_names = [], 0, set()
+    sources: dict[str, int] = {}
+    weights: list[tuple[float, float, float]] = []
     for u in users:
         cands = [ds.items[int(i)].item_id for i in proto.candidates[u]]
         ctx = settings.model_copy(update={"user_id": u})
@@ -309,14 +331,28 @@ def score_graph(
             {"configurable": {"thread_id": f"{method}-{u}"}, "callbacks": run_callbacks()},
             context=ctx,
         )
-        ranked = [r.item_id for r in values.get("ranking") or []]
-        pos = {c: i for i, c in enumerate(cands)}
-        out.append(_order_scores([pos[i] for i in ranked if i in pos], len(cands)))
+        out.append(ranking_scores(values, cands))
         trace = values.get("trace") or []
         fallbacks += any(r.status == "fallback" for r in trace)
         model_names |= {r.model for r in trace if r.model}
+        if (plan := values.get("plan")) is not None:
+            sources[plan.source] = sources.get(plan.source, 0) + 1
+            w = plan.weights
+            weights.append((w.sequence, w.semantic, w.judge))
         tick()
-    return np.stack(out), fallbacks / max(len(users), 1), ", ".join(sorted(model_names))
+    note = ", ".join(sorted(model_names))
+    if weights:  # which plans ranked: by whom, and with what weights on average
+        mean = np.mean(np.array(weights), axis=0)
+        note += "; plans " + " ".join(f"{k}x{v}" for k, v in sorted(sources.items()))
+        note += f"; mean weights seq/sem/slm {mean[0]:.2f}/{mean[1]:.2f}/{mean[2]:.2f}"
+    return np.stack(out), fallbacks / max(len(users), 1), note
+
+
+def ranking_scores(values: dict[str, Any], cands: list[str]) -> np.ndarray:
+    """Scores over the candidates from a turn's ranking (unranked ones last)."""
+    ranked = [r.item_id for r in values.get("ranking") or []]
+    pos = {c: i for i, c in enumerate(cands)}
+    return _order_scores([pos[i] for i in ranked if i in pos], len(cands))
 
 
 # -- running and reporting -------------------------------------------------------------------
@@ -333,11 +369,8 @@ def run(
     unknown = [m for m in methods if m not in ALL_METHODS]
     if unknown:
         raise ValueError(f"unknown method(s) {', '.join(unknown)}; known: {', '.join(ALL_METHODS)}")
-    base = use_resources(resources or Resources(settings))
-    needs_sasrec = {"sasrec", "sasrec+device", *GRAPH} & set(methods)
-    if needs_sasrec and settings.sequence_model != "transition":
-        model = base.sasrec_model(console)  # trains once (cloud side) if not cached
-        base.__dict__["sequence_model"] = model  # what the graph's device side runs
+    needs_sasrec = {"sasrec", "sasrec+device", "sasrec+transition", *GRAPH} & set(methods)
+    base = bench_resources(settings, console, resources, sasrec=bool(needs_sasrec))
     t = time.perf_counter()
     proto = ProtocolA.build(base.dataset, sample_size, seed)
     console.print(
@@ -377,6 +410,18 @@ def run(
     return rows
 
 
+def bench_resources(
+    settings: Settings, console: Console, resources: Resources | None, *, sasrec: bool = True
+) -> Resources:
+    """The shared resources of a benchmark run, with the trained SASRec as the device's
+    model (trained once on the cloud side if not cached) unless told otherwise."""
+    base = use_resources(resources or Resources(settings))
+    if sasrec and settings.sequence_model != "transition":
+        model = base.sasrec_model(console)
+        base.__dict__["sequence_model"] = model  # what the graph's device side runs
+    return base
+
+
 def markdown_table(rows: list[Row], proto: ProtocolA) -> str:
     lines = [
         f"Protocol A (LLMRank), {proto.ds.name}: NDCG x100, 20 candidates (1 + 19 random)",
@@ -391,7 +436,8 @@ def markdown_table(rows: list[Row], proto: ProtocolA) -> str:
         cells = " | ".join(f"{r.ndcg[k]:.2f}" for k in KS)
         fb = f"{100 * r.fallback_rate:.0f}%" if r.method in WITH_LLM else ""
         lines.append(f"| **{r.method}** | {r.users} | {cells} | {fb} | {r.seconds:.0f} s |")
-    return "\n".join(lines)
+    notes = [f"- {r.method}: {r.note}" for r in rows if r.note]
+    return "\n".join([*lines, *(["", *notes] if notes else [])])
 
 
 def print_table(rows: list[Row], proto: ProtocolA, console: Console) -> None:

@@ -209,6 +209,16 @@ def rank_on_device(
     pool.sort(key=lambda p: -p.fused)
     usage, status, detail = Usage(), "ok", f"{len(pool)} candidates"
     show = len(pool) if state.get("scope") else res.settings.show_top  # a scope is ranked whole
+    # Stream the fused list before the SLM's judgement (seconds): the first items show
+    # while the reasons are written (stream_mode="custom"; a no-op for plain invoke).
+    runtime.stream_writer(
+        {
+            "first_items": [
+                {"item_id": p.item_id, "label": p.label, "genres": list(p.genres)}
+                for p in pool[:show]
+            ]
+        }
+    )
     m = min(res.settings.judge_top, len(pool))
     if plan.judge and m > 0:
         judged = pool[:m]

@@ -26,6 +26,9 @@ EXPECTED: dict[str, frozenset[str]] = {
     "plan_strategy": frozenset({"abstract", "request"}),
     "model_semantics": frozenset({"abstract", "request"}),
     "rank_on_device": frozenset({"recent", "request", "candidates"}),
+    # The cloud-only baseline (benchmarks only): raw history goes to the cloud by design.
+    "cloud_only_profile": frozenset({"genres", "history"}),
+    "cloud_only_rank": frozenset({"recent", "request", "candidates"}),
 }
 
 _COMMENT = re.compile(r"<!--.*?-->", re.DOTALL)

@@ -11,7 +11,9 @@ API (JSON):
   GET  /api/sessions?user=U             that user's sessions (threads)
   POST /api/sessions {user}             a new session -> {thread}
   POST /api/sessions/{thread}/turn      {user, message} -> text/event-stream:
-                                        'step' per finished node, then 'result' or 'error'
+                                        'step' per finished node, 'first_items' (the fused
+                                        list, before the device SLM's reasons), then
+                                        'result' or 'error'
   POST /api/sessions/{thread}/feedback  {user, kind: like|dislike|more, n} -> {message,
                                         request}: 'more' returns the request to run next
 """
@@ -107,7 +109,9 @@ def create_app(settings: Settings) -> FastAPI:
 
             def run() -> None:
                 try:
-                    result["values"] = chat.turn(body.message, steps.append)
+                    result["values"] = chat.turn(
+                        body.message, steps.append, lambda items: steps.append(items)
+                    )
                 except Exception as err:  # shown to the user, never swallowed silently
                     result["error"] = f"{type(err).__name__}: {err}"
                 finally:
@@ -119,7 +123,10 @@ def create_app(settings: Settings) -> FastAPI:
                 while sent < len(steps):
                     rec = steps[sent]
                     sent += 1
-                    yield _sse("step", {**rec.model_dump(mode="json"), "ms": rec.ms})
+                    if isinstance(rec, list):  # the fused list, before the SLM's reasons
+                        yield _sse("first_items", {"items": rec})
+                    else:
+                        yield _sse("step", {**rec.model_dump(mode="json"), "ms": rec.ms})
             if "error" in result:
                 yield _sse("error", {"message": result["error"]})
                 return

@@ -1,6 +1,6 @@
 """The accuracy benchmark's parts (unit): LLMRank parsing, the protocol's candidates and
 a small end-to-end run on ML-100K with scripted fake LLMs and a tiny SASRec (the real
-models run the same path in tests/integration/test_accuracy_bench.py)."""
+models run the same path in tests/integration/test_benchmarks.py)."""
 
 from __future__ import annotations
 

@@ -1,0 +1,1 @@
+"""Baselines the benchmarks compare cdarec with (never used by the product)."""

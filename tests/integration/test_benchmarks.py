@@ -1,0 +1,48 @@
+"""The benchmarks on real components: SmolLM2-135M on both sides (the cloud behind a
+real llama.cpp HTTP server), a real Chroma catalogue of ML-100K, a (tiny) SASRec really
+trained. Few users: the point is that every method's path runs on the real models; the
+numbers come from `cdarec bench accuracy|latency` on the default models."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+from cdarec import runtime
+from cdarec.bench import accuracy, latency
+from cdarec.seqrec.sasrec import TrainConfig
+from cdarec.settings import Settings
+
+pytestmark = pytest.mark.integration
+
+TINY = TrainConfig(hidden=16, max_len=50, epochs=2, time_budget_s=60, valid_users=0)
+
+
+def test_accuracy_methods_with_llms_on_real_models(
+    smol_settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(runtime, "train_config", lambda ds: TINY)
+    methods = ["sasrec+device", "sasrec+transition", "llm-zero-shot", "cloud-only", "cdarec"]
+    console = Console(record=True, width=200)
+    rows = accuracy.run(smol_settings, methods, 2, seed=5, out_dir=tmp_path, console=console)
+    by = {(r.method, r.users): r for r in rows}
+    for m in ("llm-zero-shot", "cloud-only", "cdarec"):
+        row = by[(m, 2)]
+        assert len(row.ranks) == 2 and all(0 <= k < 20 for k in row.ranks)
+        assert 0 <= row.fallback_rate <= 1
+    assert "smollm2" in by[("cdarec", 2)].note.lower()
+    assert "| **cloud-only** | 2 |" in console.export_text()
+
+
+def test_latency_bench_on_real_models(
+    smol_settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(runtime, "train_config", lambda ds: TINY)
+    results = latency.run(smol_settings, 1, seed=5, out_dir=tmp_path, console=Console())
+    by = {r.config: r.summary() for r in results}
+    assert by["cloud-only"]["history_bytes"] > 0, "the cloud-only agent sends the history"
+    assert by["cloud-only"]["cloud_tokens_in"] > 0
+    assert by["cdarec"]["history_bytes"] == 0 and by["device-only"]["cloud_bytes"] == 0
+    assert (tmp_path / "latency-ml-100k-timeline.png").exists()
