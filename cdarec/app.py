@@ -453,11 +453,11 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_bench_accuracy(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from cdarec.bench.accuracy import run
+    from cdarec.bench import accuracy, full
 
-    if args.protocol != "llmrank":
-        raise CliError("only --protocol llmrank is implemented so far (Protocol B: to do)", 2)
-    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    default = accuracy.DEFAULT_METHODS if args.protocol == "llmrank" else full.DEFAULT_METHODS
+    methods = [m.strip() for m in (args.methods or ",".join(default)).split(",") if m.strip()]
+    run = accuracy.run if args.protocol == "llmrank" else full.run
     try:
         run(settings_from(args), methods, args.users, args.seed, Path(args.out), console)
     except ValueError as err:
@@ -665,17 +665,22 @@ def build_parser() -> argparse.ArgumentParser:
         help="accuracy of every method on the same seeded candidates, beside the anchors",
         description="Protocol llmrank (ANCHORS.md, Protocol A): rank the test item among 20 "
         "candidates (1 + 19 random). Methods without an LLM run on all users and on the "
-        "LLM sample; methods with one on the sample. Prints a Markdown table with the "
-        "published rows and writes JSON, Markdown and a PNG plot to --out.",
+        "LLM sample; methods with one on the sample. Protocol full (ANCHORS.md, Protocol "
+        "B, RecBole's ml-1m_seq): ratings >= 3, 10-core (a filtered copy is written once "
+        "under $CDAREC_HOME/datasets/derived), the test item ranked against every item the "
+        "user has not seen, HR@10 and NDCG@10. Prints a Markdown table with the published "
+        "rows and writes JSON, Markdown and a PNG plot to --out.",
     )
     ba.add_argument("--protocol", choices=["llmrank", "full"], default="llmrank")
     ba.add_argument("--users", type=int, default=200, help="size of the fixed LLM sample")
     ba.add_argument(
         "--methods",
-        default="random,pop,transition,sasrec,sasrec+device,sasrec+transition,cdarec",
+        default=None,
         help="comma-separated: random, pop, transition, sasrec, sasrec+device, "
         "sasrec+transition, llm-zero-shot, cloud-only, cdarec, cdarec-fixed-plan, "
-        "cdarec-no-slm, cdarec-no-semantic, cdarec-no-collab",
+        "cdarec-no-slm, cdarec-no-semantic, cdarec-no-collab (--protocol full: all but "
+        "random, llm-zero-shot and cloud-only). Default: the baselines, the structured "
+        "model rows and cdarec",
     )
     ba.add_argument("--seed", type=int, default=2024, help="candidate and sample seed")
     ba.add_argument("--out", default="results", help="folder for JSON/Markdown/PNG")
