@@ -13,7 +13,8 @@ through three configurations in one process, one after another:
 
 What reaches the cloud is counted by callbacks on the cloud model and on the tools
 (`CloudRecorder`): prompt and tool-input bytes, cloud tokens, and the bytes of raw
-history in them (the user's watched titles found verbatim). Each configuration first
+history in them (the user's watched titles found verbatim, except the turn's own
+candidates, which are public ids the caller sends). Each configuration first
 runs one warm-up turn (models loaded, caches filled; reported as "first turn"), then the
 measured turns. The device's peak memory is the app process's peak RSS during the
 configuration (the embedded cloud server is the cloud's, not counted); cloud-only runs
@@ -179,7 +180,11 @@ def run_config(
     turns: list[Turn] = []
     for n, u in enumerate([warmup, *users]):
         cands = [ds.items[int(i)].item_id for i in proto.candidates[u]]
-        titles = [ds.items[int(i)].label() for i in proto.histories[u]]
+        # The raw history, minus the turn's own candidates: those the caller sends with
+        # the turn as public catalogue ids (in ML-1M an id is the title), so finding one
+        # in a tool call says nothing about what the user watched.
+        scope = set(proto.candidates[u].tolist())
+        titles = [ds.items[int(i)].label() for i in proto.histories[u] if int(i) not in scope]
         llm_rec.reset(titles)
         tool_rec.reset(titles)
         first, values = None, {}
