@@ -33,10 +33,13 @@ from cdarec.runtime import Resources, get_resources
 from cdarec.settings import Settings
 
 RECENT_FOR_JUDGE = 5
-# SLM reasons for the top two; the rest get template reasons. Each pick costs about 24
-# tokens ('{"n": 3, "reason": "..."}', reason <= 50 characters), ~40 ms each on the 0.5B
-# device model here: a third pick cost a second per turn and was often cut (bench turns).
-JUDGE_PICKS = 2
+# The SLM picks (and explains) its top one; the rest get template reasons. A pick costs
+# about 24 tokens ('{"n": 3, "reason": "..."}', reason <= 50 characters); under the JSON
+# grammar the 0.5B device model decodes ~14 tokens/s here, so the judgement took 3.5 s
+# with two picks and 1.9 s with one (48 vs 27 tokens, same 218-token prompt) - the
+# difference between a 4.8 s and a ~3 s turn (bench latency). On Protocol A the planner
+# gave the SLM's order no weight anyway (bench accuracy: cdarec == cdarec-no-slm).
+JUDGE_PICKS = 1
 TOKENS_PER_PICK = 24
 
 
