@@ -20,13 +20,20 @@ pytestmark = pytest.mark.integration
 TINY = TrainConfig(hidden=16, max_len=50, epochs=2, time_budget_s=60, valid_users=0)
 
 
+@pytest.fixture()
+def bench_settings(smol_settings: Settings, home: Path) -> Settings:
+    """The real models in a home of its own: a benchmark installs evaluation resources
+    (fixed histories) for its settings, which must not leak into other tests' turns."""
+    return smol_settings.model_copy(update={"home": home})
+
+
 def test_accuracy_methods_with_llms_on_real_models(
-    smol_settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    bench_settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(runtime, "train_config", lambda ds: TINY)
     methods = ["sasrec+device", "sasrec+transition", "llm-zero-shot", "cloud-only", "cdarec"]
     console = Console(record=True, width=200)
-    rows = accuracy.run(smol_settings, methods, 2, seed=5, out_dir=tmp_path, console=console)
+    rows = accuracy.run(bench_settings, methods, 2, seed=5, out_dir=tmp_path, console=console)
     by = {(r.method, r.users): r for r in rows}
     for m in ("llm-zero-shot", "cloud-only", "cdarec"):
         row = by[(m, 2)]
@@ -37,10 +44,10 @@ def test_accuracy_methods_with_llms_on_real_models(
 
 
 def test_latency_bench_on_real_models(
-    smol_settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    bench_settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(runtime, "train_config", lambda ds: TINY)
-    results = latency.run(smol_settings, 1, seed=5, out_dir=tmp_path, console=Console())
+    results = latency.run(bench_settings, 1, seed=5, out_dir=tmp_path, console=Console())
     by = {r.config: r.summary() for r in results}
     assert by["cloud-only"]["history_bytes"] > 0, "the cloud-only agent sends the history"
     assert by["cloud-only"]["cloud_tokens_in"] > 0
