@@ -311,27 +311,30 @@ def prepare_graph(
     return graph(InMemorySaver()), settings, res
 
 
-def score_graph(
+def graph_turns(
     method: str,
     proto: ProtocolA,
     users: list[str],
     base: Resources,
     tick: Callable[[], None],
-) -> tuple[np.ndarray, float, str]:
+    turn_input: Callable[[str], dict[str, Any]],
+    update: dict[str, Any] | None = None,
+) -> tuple[list[dict[str, Any]], float, str]:
+    """One evaluation turn per user through ``method``'s graph (``turn_input(user)`` is
+    the turn; ``update`` changes settings); returns each turn's values, the share of
+    turns with a fallback, and a note: the models, who planned, the mean weights."""
     graph, settings, _ = prepare_graph(method, proto, users, base)
-    ds = proto.ds
+    settings = settings.model_copy(update=update or {})
     out, fallbacks, model_names = [], 0, set()
     sources: dict[str, int] = {}
     weights: list[tuple[float, float, float]] = []
     for u in users:
-        cands = [ds.items[int(i)].item_id for i in proto.candidates[u]]
-        ctx = settings.model_copy(update={"user_id": u})
         values = graph.invoke(
-            {"request": "", "scope": cands},
+            turn_input(u),
             {"configurable": {"thread_id": f"{method}-{u}"}, "callbacks": run_callbacks()},
-            context=ctx,
+            context=settings.model_copy(update={"user_id": u}),
         )
-        out.append(ranking_scores(values, cands))
+        out.append(values)
         trace = values.get("trace") or []
         fallbacks += any(r.status == "fallback" for r in trace)
         model_names |= {r.model for r in trace if r.model}
@@ -345,7 +348,23 @@ def score_graph(
         mean = np.mean(np.array(weights), axis=0)
         note += "; plans " + " ".join(f"{k}x{v}" for k, v in sorted(sources.items()))
         note += f"; mean weights seq/sem/slm {mean[0]:.2f}/{mean[1]:.2f}/{mean[2]:.2f}"
-    return np.stack(out), fallbacks / max(len(users), 1), note
+    return out, fallbacks / max(len(users), 1), note
+
+
+def score_graph(
+    method: str,
+    proto: ProtocolA,
+    users: list[str],
+    base: Resources,
+    tick: Callable[[], None],
+) -> tuple[np.ndarray, float, str]:
+    ds = proto.ds
+    cands = {u: [ds.items[int(i)].item_id for i in proto.candidates[u]] for u in users}
+    turns, fallback_rate, note = graph_turns(
+        method, proto, users, base, tick, lambda u: {"request": "", "scope": cands[u]}
+    )
+    scores = [ranking_scores(v, cands[u]) for u, v in zip(users, turns, strict=True)]
+    return np.stack(scores), fallback_rate, note
 
 
 def ranking_scores(values: dict[str, Any], cands: list[str]) -> np.ndarray:

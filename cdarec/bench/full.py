@@ -27,13 +27,12 @@ from cdarec.bench.accuracy import (
     ProtocolA,
     _slug,
     bench_resources,
-    prepare_graph,
+    graph_turns,
 )
 from cdarec.data.derive import derive_seq_dataset
 from cdarec.device.ranking import TRANSITION_BLEND, standardise
 from cdarec.runtime import Resources
 from cdarec.settings import Settings
-from cdarec.tracing import run_callbacks
 
 K = 10
 NO_LLM = ("pop", "transition", "sasrec", "sasrec+device", "sasrec+transition")
@@ -117,24 +116,17 @@ def full_scores(method: str, proto: ProtocolA, users: list[str], res: Resources)
 def graph_ranks(
     method: str, proto: ProtocolA, users: list[str], base: Resources, tick: Any
 ) -> tuple[np.ndarray, float, str]:
-    graph, settings, _ = prepare_graph(method, proto, users, base)
-    settings = settings.model_copy(update={"show_top": K})
+    """cdarec's top 10 per user: no request, no scope (its own retrieval)."""
     ds = proto.ds
-    ranks, fallbacks, names = [], 0, set()
-    for u in users:
-        values = graph.invoke(
-            {"request": ""},
-            {"configurable": {"thread_id": f"full-{method}-{u}"}, "callbacks": run_callbacks()},
-            context=settings.model_copy(update={"user_id": u}),
-        )
+    turns, fallback_rate, note = graph_turns(
+        method, proto, users, base, tick, lambda u: {"request": ""}, {"show_top": K}
+    )
+    ranks = []
+    for u, values in zip(users, turns, strict=True):
         ranked = [r.item_id for r in values.get("ranking") or []]
         label = ds.items[int(ds.sequence(u)[-1])].item_id
         ranks.append(ranked.index(label) if label in ranked else K)  # beyond the list: a miss
-        trace = values.get("trace") or []
-        fallbacks += any(r.status == "fallback" for r in trace)
-        names |= {r.model for r in trace if r.model}
-        tick()
-    return np.array(ranks), fallbacks / max(len(users), 1), ", ".join(sorted(names))
+    return np.array(ranks), fallback_rate, note
 
 
 def run(

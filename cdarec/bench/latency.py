@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import statistics
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -43,7 +44,7 @@ from cdarec.bench.accuracy import (
     prepare_graph,
     ranking_scores,
 )
-from cdarec.bench.turns import percentile
+from cdarec.bench.turns import _rss_mb, percentile
 from cdarec.runtime import Resources
 from cdarec.seqrec.protocol import label_ranks, ndcg_at
 from cdarec.settings import Settings
@@ -146,16 +147,6 @@ def _reset_peak_rss() -> None:
         Path("/proc/self/clear_refs").write_text("5")
 
 
-def _peak_rss_mb() -> float:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return float("nan")
-
-
 def _with_recorder(llm: Any, recorder: CloudRecorder) -> Any:
     """The same cloud model client, reporting to ``recorder`` (model-level callbacks)."""
     return replace(llm, chat=llm.chat.model_copy(update={"callbacks": [recorder]}))
@@ -236,7 +227,7 @@ def run_config(
     models = {base.cloud_llm.name} if config == "cloud-only" else {base.device_llm.name}
     if config == "cdarec":
         models.add(base.cloud_llm.name)
-    return ConfigResult(config, first_turn, turns, _peak_rss_mb(), ", ".join(sorted(models)))
+    return ConfigResult(config, first_turn, turns, _rss_mb(os.getpid()), ", ".join(sorted(models)))
 
 
 def run(
