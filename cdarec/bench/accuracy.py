@@ -43,7 +43,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from cdarec.data import Dataset, leave_one_out
 from cdarec.data.split import history_before_test
-from cdarec.device.ranking import PoolItem, structured_signal
+from cdarec.device.ranking import blend_structured
 from cdarec.memory.device_memory import DeviceRecord
 from cdarec.runtime import Resources, use_resources
 from cdarec.seqrec.protocol import demote_seen, label_ranks, ndcg_at, sample_candidates
@@ -203,14 +203,10 @@ def score_without_llm(
 def _blend(seq: np.ndarray, trans: np.ndarray, seen: np.ndarray) -> np.ndarray:
     """The device ranking's structured signal over one user's candidates: watched items
     are left out of its pool (so out of the standardisation) and ranked last."""
-    pool = [
-        PoolItem("", "", (), None, sequence=float(a), transition=float(b))
-        for a, b in zip(seq, trans, strict=True)
-    ]
     out = np.full(seq.shape, -1e9)
-    keep = np.flatnonzero(~seen)
-    if keep.size:
-        out[keep] = structured_signal([pool[i] for i in keep])
+    keep = ~seen
+    if keep.any():
+        out[keep] = blend_structured(seq[keep], trans[keep])
     return out
 
 

@@ -30,7 +30,7 @@ from cdarec.bench.accuracy import (
     graph_turns,
 )
 from cdarec.data.derive import derive_seq_dataset
-from cdarec.device.ranking import TRANSITION_BLEND, standardise
+from cdarec.device.ranking import blend_structured
 from cdarec.runtime import Resources
 from cdarec.settings import Settings
 
@@ -105,9 +105,7 @@ def full_scores(method: str, proto: ProtocolA, users: list[str], res: Resources)
                 unseen = np.ones(ds.n_items, dtype=bool)
                 unseen[np.unique(h)] = False
                 z = np.full(ds.n_items, -np.inf)
-                z[unseen] = standardise(
-                    standardise(row[unseen]) + TRANSITION_BLEND * standardise(tm.scores(h)[unseen])
-                )
+                z[unseen] = blend_structured(row[unseen], tm.scores(h)[unseen])
                 row = z
             out.append(_rank_of_label(row, h, labels[u]))
     return np.array(out)

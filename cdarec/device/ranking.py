@@ -133,14 +133,26 @@ class PoolItem:
     parts: dict[str, float] = field(default_factory=dict)
 
 
+def blend_structured(
+    seq: np.ndarray, trans: np.ndarray | None, blend: float = TRANSITION_BLEND
+) -> np.ndarray:
+    """z(SASRec) + blend * z(transition), re-standardised (just z of the one model when
+    there is no second one): the structured signal, for a pool or a whole catalogue."""
+    z = standardise(seq)
+    if blend > 0 and trans is not None and len(z):
+        z = standardise(z + blend * standardise(trans))
+    return z
+
+
 def structured_signal(pool: Sequence[PoolItem], blend: float = TRANSITION_BLEND) -> np.ndarray:
-    """The sequence signal on one scale: z(SASRec) + blend * z(transition), re-standardised
-    (just z of the one model when there is no second one)."""
-    seq = standardise(np.array([p.sequence for p in pool]))
-    if blend > 0 and pool and all(p.transition is not None for p in pool):
-        trans = standardise(np.array([p.transition for p in pool]))
-        seq = standardise(seq + blend * trans)
-    return seq
+    """The pool's structured signal; the transition model counts only when every item
+    has its score."""
+    has_second = all(p.transition is not None for p in pool)
+    return blend_structured(
+        np.array([p.sequence for p in pool]),
+        np.array([p.transition for p in pool], dtype=np.float64) if has_second else None,
+        blend,
+    )
 
 
 def fuse(
