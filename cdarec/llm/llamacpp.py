@@ -49,6 +49,10 @@ def load_llama(path: Path, n_ctx: int, threads: int, seed: int) -> tuple[Any, th
                 n_threads=threads,
                 n_threads_batch=threads,
                 seed=seed,
+                # Read the weights instead of mapping them: llama.cpp repacks most
+                # quantised matrices into its own buffer for the CPU kernels, so with
+                # mmap the file's pages stayed resident beside their repacked copy.
+                use_mmap=False,
                 verbose=False,
             )
             _MODELS[key] = (llm, threading.Lock())

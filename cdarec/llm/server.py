@@ -102,6 +102,13 @@ class EmbeddedServer:
             str(self.threads),
             "--seed",
             "0",
+            # llama_cpp.server defaults to logits_all=True: a float32 row of the whole
+            # vocabulary kept for every prompt token (2048 x 151,936 x 4 B = 1.2 GB for
+            # Qwen at n_ctx 2048). cdarec never asks for prompt logprobs.
+            "--logits_all",
+            "false",
+            "--use_mmap",
+            "false",
         ]
         log = self.log_path.open("wb")
         self.proc = subprocess.Popen(
