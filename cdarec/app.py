@@ -488,7 +488,7 @@ def cmd_bench_latency(args: argparse.Namespace) -> int:
 def cmd_bench_web(args: argparse.Namespace) -> int:
     from cdarec.bench.web import run
 
-    run(settings_from(args, user_id=args.user), args.sessions, console)
+    run(settings_from(args, user_id=args.user), args.sessions, console, rounds=args.rounds)
     return 0
 
 
@@ -712,6 +712,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bw.add_argument("--user", default="1m_1")
     bw.add_argument("--sessions", type=int, default=10, help="sessions opened at once")
+    bw.add_argument(
+        "--rounds",
+        type=int,
+        default=2,
+        help="passes over the 3 requests, terminal and web alternating (paired timings)",
+    )
     bw.set_defaults(func=cmd_bench_web)
 
     bt = b.add_parser("turns", parents=[common], help="latency and memory of chat turns")

@@ -12,7 +12,10 @@ the share of turns with a fallback or an unparseable reply is reported.
 Methods:
   random, pop             - baselines (popularity of the training split)
   transition              - the foundation's item-to-item transition scorer
-  sasrec                  - the trained structured model alone, 50-item history (protocol)
+  sasrec                  - the trained SASRec network alone, 50-item history (protocol)
+  structured              - the device's structured user model alone: SASRec blended with
+                            the transition model as the device blends them
+                            (``blend_structured``), on the protocol's 50-item history
   sasrec+device           - the same model on the device: the full private history, and
                             items the user has already watched ranked last
   sasrec+transition       - sasrec+device blended with the transition model as the
@@ -52,7 +55,15 @@ from cdarec.tracing import run_callbacks
 
 KS = (1, 5, 10, 20)
 HISTORY_LEN = 50  # the protocol's history (the device may use more: sasrec+device)
-NO_LLM = ("random", "pop", "transition", "sasrec", "sasrec+device", "sasrec+transition")
+NO_LLM = (
+    "random",
+    "pop",
+    "transition",
+    "sasrec",
+    "structured",
+    "sasrec+device",
+    "sasrec+transition",
+)
 GRAPH: dict[str, dict[str, Any]] = {
     "cloud-only": {},  # every sub-task by the cloud LLM, raw history sent (baselines/)
     "cdarec": {},
@@ -71,6 +82,7 @@ DEFAULT_METHODS = (
     "pop",
     "transition",
     "sasrec",
+    "structured",
     "sasrec+device",
     "sasrec+transition",
     "cdarec",
@@ -172,6 +184,10 @@ def score_without_llm(
         model = res.transition_model
         rows = [model.scores(proto.histories[u][-HISTORY_LEN:]) for u in users]
         return np.stack([r[c] for r, c in zip(rows, cands, strict=True)])
+    if method == "structured":
+        seq = score_without_llm("sasrec", proto, users, res, seed)
+        trans = score_without_llm("transition", proto, users, res, seed)
+        return np.stack([blend_structured(a, b) for a, b in zip(seq, trans, strict=True)])
     if method == "sasrec+transition":
         seq = score_without_llm("sasrec+device", proto, users, res, seed)
         trans = score_without_llm("transition-full", proto, users, res, seed)
@@ -384,7 +400,9 @@ def run(
     unknown = [m for m in methods if m not in ALL_METHODS]
     if unknown:
         raise ValueError(f"unknown method(s) {', '.join(unknown)}; known: {', '.join(ALL_METHODS)}")
-    needs_sasrec = {"sasrec", "sasrec+device", "sasrec+transition", *GRAPH} & set(methods)
+    needs_sasrec = {"sasrec", "structured", "sasrec+device", "sasrec+transition", *GRAPH} & set(
+        methods
+    )
     base = bench_resources(settings, console, resources, sasrec=bool(needs_sasrec))
     t = time.perf_counter()
     proto = ProtocolA.build(base.dataset, sample_size, seed)

@@ -2,11 +2,14 @@
 for ``TrainConfig``, never imports torch).
 
 The model is the architecture documented in ``cdarec.seqrec.runtime``; training uses
-next-item cross-entropy at every position, either over the full item set (``loss="full"``)
-or over the target plus ``n_negatives`` uniformly sampled items shared by the batch
-(``loss="sampled"``, the default). On two CPU cores the softmax over ML-1M's 3,883 items
-is most of a step: an epoch costs about 31 s with the full softmax and about 9 s sampled,
-and uniform negatives are also what Protocol A ranks against. AdamW with a one-epoch
+next-item cross-entropy at every position, either over the full item set (``loss="full"``,
+the default) or over the target plus ``n_negatives`` uniformly sampled items shared by the
+batch (``loss="sampled"``). On two CPU cores the softmax over ML-1M's 3,883 items is most
+of a step: an epoch costs about 26 s with the full softmax and about 11 s sampled, so the
+10-minute budget fits 22 full epochs or 47 sampled ones. The full softmax still wins on
+both protocols (measured 2026-11-27 with ``scripts/eval_sasrec.py``, same budget, seed 0):
+Protocol A NDCG@10 (50-item history, all users) 77.65 -> 78.68; Protocol B HR@10 /
+NDCG@10 on the ratings >= 3 10-core set 0.2389 / 0.1324 -> 0.2483 / 0.1362. AdamW with a one-epoch
 linear warm-up and cosine (or linear) decay; batches come from length-sorted chunks so
 padding stays small.
 
@@ -61,7 +64,7 @@ class TrainConfig(BaseModel):
     attn_dropout: float = Field(0.0, ge=0.0, lt=1.0, description="on attention weights")
     ln_eps: float = Field(1e-6, gt=0.0)
     # optimisation
-    loss: Literal["full", "sampled"] = "sampled"
+    loss: Literal["full", "sampled"] = "full"
     n_negatives: int = Field(512, ge=1, description="shared negatives for loss='sampled'")
     lr: float = Field(3e-3, gt=0.0)
     weight_decay: float = Field(0.0, ge=0.0)

@@ -66,7 +66,7 @@ def test_small_end_to_end_run_writes_table_json_and_plot(
     console = Console(record=True, width=200)
     rows = accuracy.run(
         s,
-        ["random", "pop", "sasrec", "sasrec+device", "cdarec", "cdarec-no-slm"],
+        ["random", "pop", "sasrec", "structured", "sasrec+device", "cdarec", "cdarec-no-slm"],
         4,
         seed=1,
         out_dir=out,
@@ -78,6 +78,8 @@ def test_small_end_to_end_run_writes_table_json_and_plot(
     assert n_all > 900  # every ML-100K test user for methods without an LLM
     assert 12 < by[("random", n_all)].ndcg[10] < 33  # about 22.7 expected
     assert by[("pop", n_all)].ndcg[10] > by[("random", n_all)].ndcg[10] + 10
+    # The device's structured signal (SASRec blended with transitions) is a real ranker.
+    assert by[("structured", n_all)].ndcg[10] > by[("random", n_all)].ndcg[10] + 10
     assert by[("cdarec", 4)].users == 4 and len(by[("cdarec", 4)].ranks) == 4
     text = console.export_text()
     assert "SASRec (trained)" in text and "| **cdarec** | 4 |" in text
