@@ -18,6 +18,7 @@ from cdarec.device.ranking import (
     Judgement,
     PoolItem,
     apply_judgement,
+    catalogue_structured,
     fuse,
     judgement_schema,
     salvage_judgement,
@@ -100,6 +101,25 @@ def sequence_input(res: Resources, rec: DeviceRecord) -> np.ndarray:
     return np.concatenate([hist, np.array(anchors, dtype=np.int64)]) if anchors else hist
 
 
+def structured_scores(
+    res: Resources, rec: DeviceRecord, excluded: np.ndarray
+) -> tuple[np.ndarray, str]:
+    """The device's structured signal for every catalogue item (``-inf`` for excluded
+    ones), over the full private history: the trained model, with the transition model
+    blended in as the ensemble's second member when SASRec leads. Proposals and the
+    pool's ``sequence`` scores both come from it."""
+    seq_in = sequence_input(res, rec)
+    model = res.sequence_model
+    scores = model.scores(seq_in)
+    second = None
+    name = model.name
+    if model is not res.transition_model and len(seq_in):
+        second, name = res.transition_model.scores(seq_in), f"{model.name}+transition"
+    eligible = np.ones(res.dataset.n_items, dtype=bool)
+    eligible[excluded] = False
+    return catalogue_structured(scores, second, eligible), name
+
+
 def model_sequence_on_device(
     state: State, runtime: Runtime[Settings], config: RunnableConfig
 ) -> dict[str, Any]:
@@ -107,14 +127,10 @@ def model_sequence_on_device(
     turn = state["turn"]
     step = Step("model_sequence_on_device", "device", turn)
     rec = res.device_record(res.settings.user_id)
-    model = res.sequence_model
-    scores = model.scores(sequence_input(res, rec))
     scope = state.get("scope")
-    idx = top_k(
-        scores,
-        len(scope) if scope else res.settings.sequence_k,
-        excluded_indices(res, rec, _thread(config), scope),
-    )
+    excluded = excluded_indices(res, rec, _thread(config), scope)
+    scores, name = structured_scores(res, rec, excluded)
+    idx = top_k(scores, len(scope) if scope else res.settings.sequence_k, excluded)
     proposals = [
         Proposal(turn=turn, item_id=res.dataset.items[int(i)].item_id, score=float(scores[i]))
         for i in idx
@@ -122,7 +138,7 @@ def model_sequence_on_device(
     return {
         "proposals": proposals,
         "trace": step.done(
-            model=model.name, detail=f"{len(proposals)} proposals from {len(rec.history)} events"
+            model=name, detail=f"{len(proposals)} proposals from {len(rec.history)} events"
         ),
     }
 
@@ -190,19 +206,11 @@ def rank_on_device(
     thread = _thread(config)
     pool = _pool(res, state, rec, thread)
     ds = res.dataset
-    # Structured scores for every pool item, over the full private history: the trained
-    # model, and the transition model beside it as the ensemble's second member.
-    seq_in = sequence_input(res, rec)
-    scores = res.sequence_model.scores(seq_in)
-    second = (
-        res.transition_model.scores(seq_in)
-        if res.sequence_model is not res.transition_model and len(seq_in)
-        else None
-    )
+    # Structured scores for every pool item: the catalogue-level signal the proposals
+    # came from (pool items are never excluded ones).
+    scores, _ = structured_scores(res, rec, excluded_indices(res, rec, thread, state.get("scope")))
     for p in pool:
-        i = ds.item_index[p.item_id]
-        p.sequence = float(scores[i])
-        p.transition = float(second[i]) if second is not None else None
+        p.sequence = float(scores[ds.item_index[p.item_id]])
     request = (state.get("request") or "").strip()
     intent = state.get("intent")
     queries = list(intent.queries) if intent else []
