@@ -339,6 +339,7 @@ def graph_turns(
     settings = settings.model_copy(update=update or {})
     out, fallbacks, model_names = [], 0, set()
     sources: dict[str, int] = {}
+    fell_back: dict[str, int] = {}  # node -> turns where it used its fallback
     weights: list[tuple[float, float, float]] = []
     for u in users:
         values = graph.invoke(
@@ -349,6 +350,8 @@ def graph_turns(
         out.append(values)
         trace = values.get("trace") or []
         fallbacks += any(r.status == "fallback" for r in trace)
+        for node in {r.node for r in trace if r.status == "fallback"}:
+            fell_back[node] = fell_back.get(node, 0) + 1
         model_names |= {r.model for r in trace if r.model}
         if (plan := values.get("plan")) is not None:
             sources[plan.source] = sources.get(plan.source, 0) + 1
@@ -360,6 +363,8 @@ def graph_turns(
         mean = np.mean(np.array(weights), axis=0)
         note += "; plans " + " ".join(f"{k}x{v}" for k, v in sorted(sources.items()))
         note += f"; mean weights seq/sem/slm {mean[0]:.2f}/{mean[1]:.2f}/{mean[2]:.2f}"
+    if fell_back:
+        note += "; fallbacks " + " ".join(f"{k}x{v}" for k, v in sorted(fell_back.items()))
     return out, fallbacks / max(len(users), 1), note
 
 
