@@ -74,14 +74,9 @@ class EmbeddedServer:
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
-    def start(self, timeout_s: float = 180.0) -> None:
-        if not self.model_path.exists():
-            raise ServerError(
-                f"cloud model file {self.model_path} is missing; run `cdarec models pull`."
-            )
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        self.port = free_port()
-        cmd = [
+    def command(self) -> list[str]:
+        """The server's command line (``self.port`` must be set)."""
+        return [
             sys.executable,
             "-m",
             "cdarec.llm._child",  # llama_cpp.server, exiting when this process is gone
@@ -110,6 +105,15 @@ class EmbeddedServer:
             "--use_mmap",
             "false",
         ]
+
+    def start(self, timeout_s: float = 180.0) -> None:
+        if not self.model_path.exists():
+            raise ServerError(
+                f"cloud model file {self.model_path} is missing; run `cdarec models pull`."
+            )
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        cmd = self.command()
         log = self.log_path.open("wb")
         self.proc = subprocess.Popen(
             cmd,
