@@ -46,7 +46,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from cdarec.data import Dataset, leave_one_out
 from cdarec.data.split import history_before_test
-from cdarec.device.ranking import blend_structured
+from cdarec.device.ranking import blend_structured, catalogue_structured
 from cdarec.memory.device_memory import DeviceRecord
 from cdarec.runtime import Resources, use_resources
 from cdarec.seqrec.protocol import demote_seen, label_ranks, ndcg_at, sample_candidates
@@ -77,16 +77,7 @@ GRAPH: dict[str, dict[str, Any]] = {
 CONFIG_ONLY = {"device-only": {"planner": "fixed"}}
 WITH_LLM = ("llm-zero-shot", *GRAPH)
 ALL_METHODS = (*NO_LLM, *WITH_LLM)
-DEFAULT_METHODS = (
-    "random",
-    "pop",
-    "transition",
-    "sasrec",
-    "structured",
-    "sasrec+device",
-    "sasrec+transition",
-    "cdarec",
-)
+DEFAULT_METHODS = (*NO_LLM, "cdarec")
 
 # ANCHORS.md, Protocol A: LLMRank (Hou et al., ECIR 2024), Tables 2 (all users) and 3
 # (200 users, recency-focused prompt); NDCG x100 at 1/5/10/20.
@@ -192,7 +183,11 @@ def score_without_llm(
         seq = score_without_llm("sasrec+device", proto, users, res, seed)
         trans = score_without_llm("transition-full", proto, users, res, seed)
         seen = [np.isin(c, proto.histories[u]) for u, c in zip(users, cands, strict=True)]
-        return np.stack([_blend(*x) for x in zip(seq, trans, seen, strict=True)])
+        # The device ranking's structured signal: watched items are left out of its pool
+        # (so out of the standardisation) and ranked last.
+        return np.stack(
+            [catalogue_structured(a, b, ~w) for a, b, w in zip(seq, trans, seen, strict=True)]
+        )
     if method == "transition-full":  # the device's transition scores: the full history
         model = res.transition_model
         rows = [model.scores(proto.histories[u]) for u in users]
@@ -213,16 +208,6 @@ def score_without_llm(
         out[start : start + len(part)] = np.take_along_axis(
             scores, cands[start : start + len(part)], axis=1
         )
-    return out
-
-
-def _blend(seq: np.ndarray, trans: np.ndarray, seen: np.ndarray) -> np.ndarray:
-    """The device ranking's structured signal over one user's candidates: watched items
-    are left out of its pool (so out of the standardisation) and ranked last."""
-    out = np.full(seq.shape, -1e9)
-    keep = ~seen
-    if keep.any():
-        out[keep] = blend_structured(seq[keep], trans[keep])
     return out
 
 

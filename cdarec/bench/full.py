@@ -30,7 +30,7 @@ from cdarec.bench.accuracy import (
     graph_turns,
 )
 from cdarec.data.derive import derive_seq_dataset
-from cdarec.device.ranking import blend_structured
+from cdarec.device.ranking import catalogue_structured
 from cdarec.runtime import Resources
 from cdarec.settings import Settings
 
@@ -104,9 +104,7 @@ def full_scores(method: str, proto: ProtocolA, users: list[str], res: Resources)
             if method == "sasrec+transition":
                 unseen = np.ones(ds.n_items, dtype=bool)
                 unseen[np.unique(h)] = False
-                z = np.full(ds.n_items, -np.inf)
-                z[unseen] = blend_structured(row[unseen], tm.scores(h)[unseen])
-                row = z
+                row = catalogue_structured(row, tm.scores(h), unseen)
             out.append(_rank_of_label(row, h, labels[u]))
     return np.array(out)
 

@@ -44,7 +44,7 @@ from cdarec.bench.accuracy import (
     prepare_graph,
     ranking_scores,
 )
-from cdarec.bench.turns import _rss_mb, percentile
+from cdarec.bench.turns import peak_rss_mb, percentile
 from cdarec.runtime import Resources
 from cdarec.seqrec.protocol import label_ranks, ndcg_at
 from cdarec.settings import Settings
@@ -227,7 +227,9 @@ def run_config(
     models = {base.cloud_llm.name} if config == "cloud-only" else {base.device_llm.name}
     if config == "cdarec":
         models.add(base.cloud_llm.name)
-    return ConfigResult(config, first_turn, turns, _rss_mb(os.getpid()), ", ".join(sorted(models)))
+    return ConfigResult(
+        config, first_turn, turns, peak_rss_mb(os.getpid()), ", ".join(sorted(models))
+    )
 
 
 def run(

@@ -30,7 +30,7 @@ REQUESTS = [
 ]
 
 
-def _rss_mb(pid: int) -> float:
+def peak_rss_mb(pid: int) -> float:
     try:
         with open(f"/proc/{pid}/status") as fh:
             for line in fh:
@@ -39,6 +39,29 @@ def _rss_mb(pid: int) -> float:
     except OSError:
         pass
     return float("nan")
+
+
+def peak_memory() -> tuple[float, dict[str, float]]:
+    """Peak RSS in MB of this process and of each embedded cloud server's process."""
+    from cdarec.llm.server import EmbeddedServer
+
+    app = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    servers = {
+        s.alias: peak_rss_mb(s.proc.pid)
+        for s in EmbeddedServer._instances.values()
+        if s.proc is not None
+    }
+    return app, servers
+
+
+def add_memory_rows(
+    table: Table, app_label: str, app_mb: float, servers: dict[str, float], total_label: str
+) -> None:
+    """The app's peak, each embedded server's, and their sum, as rows of ``table``."""
+    table.add_row(app_label, f"{app_mb:.0f} MB")
+    for alias, mb in servers.items():
+        table.add_row(f"peak RSS, embedded cloud server ({alias})", f"{mb:.0f} MB")
+    table.add_row(total_label, f"{app_mb + sum(servers.values()):.0f} MB")
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -52,7 +75,6 @@ def percentile(values: list[float], q: float) -> float:
 
 def run(settings: Settings, turns: int, console: Console) -> dict[str, Any]:
     from cdarec.app import ChatSession
-    from cdarec.llm.server import EmbeddedServer
 
     session = ChatSession(settings, thread=None)
     t0 = time.perf_counter()
@@ -67,12 +89,7 @@ def run(settings: Settings, turns: int, console: Console) -> dict[str, Any]:
         for r in values.get("trace") or []:
             per_node.setdefault((r.node, r.side), []).append(r.ms)
         console.print(f"[dim]turn {i + 1}/{turns}: {walls[-1]:.1f} s[/dim]")
-    peak_app = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    servers = {
-        s.alias: _rss_mb(s.proc.pid)
-        for s in EmbeddedServer._instances.values()
-        if s.proc is not None
-    }
+    peak_app, servers = peak_memory()
     table = Table(
         title=f"cdarec bench turns: {settings.device_model} (device) / "
         f"{settings.cloud_model} (cloud), user {settings.user_id}"
@@ -84,9 +101,6 @@ def run(settings: Settings, turns: int, console: Console) -> dict[str, Any]:
     table.add_row("warm turn p95", f"{percentile(walls, 0.95):.1f} s")
     for (node, side), ms in sorted(per_node.items(), key=lambda kv: -statistics.median(kv[1])):
         table.add_row(f"  {node} ({side}) median", f"{statistics.median(ms):.0f} ms")
-    table.add_row("peak RSS, app process", f"{peak_app:.0f} MB")
-    for alias, mb in servers.items():
-        table.add_row(f"peak RSS, embedded cloud server ({alias})", f"{mb:.0f} MB")
-    table.add_row("peak RSS, app + servers", f"{peak_app + sum(servers.values()):.0f} MB")
+    add_memory_rows(table, "peak RSS, app process", peak_app, servers, "peak RSS, app + servers")
     console.print(table)
     return {"cold_s": cold, "walls_s": walls, "peak_app_mb": peak_app, "servers_mb": servers}

@@ -15,7 +15,6 @@ process's peak memory is the server's), then:
 
 from __future__ import annotations
 
-import resource
 import statistics
 import threading
 import time
@@ -66,8 +65,8 @@ def run(settings: Settings, sessions: int, console: Console, rounds: int = 2) ->
     import uvicorn
 
     from cdarec.app import ChatSession
-    from cdarec.bench.turns import _rss_mb
-    from cdarec.llm.server import EmbeddedServer, free_port
+    from cdarec.bench.turns import add_memory_rows, peak_memory
+    from cdarec.llm.server import free_port
     from cdarec.web.app import create_app
 
     user = settings.user_id or "1"
@@ -105,8 +104,7 @@ def run(settings: Settings, sessions: int, console: Console, rounds: int = 2) ->
                 console.print(f"[dim]session {i + 1}/{sessions} answered[/dim]")
     finally:
         server.should_exit = True
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    servers = {s.alias: _rss_mb(s.proc.pid) for s in EmbeddedServer._instances.values() if s.proc}
+    peak, servers = peak_memory()
     term_first, term_full = _median(term, "first_items_s"), _median(term, "result_s")
     page_first, page_full = _median(web, "first_items_s"), _median(web, "result_s")
     # The same turn on both paths: the difference per pair, then its median.
@@ -140,9 +138,8 @@ def run(settings: Settings, sessions: int, console: Console, rounds: int = 2) ->
     mem.add_column("measure")
     mem.add_column("value", justify="right")
     mem.add_row("open sessions answered", str(sessions))
-    mem.add_row("peak RSS, app process (server)", f"{peak:.0f} MB")
-    for alias, mb in servers.items():
-        mem.add_row(f"peak RSS, embedded cloud server ({alias})", f"{mb:.0f} MB")
-    mem.add_row("peak RSS, total (budget 4096 MB)", f"{peak + sum(servers.values()):.0f} MB")
+    add_memory_rows(
+        mem, "peak RSS, app process (server)", peak, servers, "peak RSS, total (budget 4096 MB)"
+    )
     console.print(mem)
     return {"terminal": term, "web": web, "peak_mb": peak, "servers_mb": servers}

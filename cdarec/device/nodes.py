@@ -143,10 +143,10 @@ def model_sequence_on_device(
     }
 
 
-def _pool(res: Resources, state: State, rec: DeviceRecord, thread: str | None) -> list[PoolItem]:
+def _pool(res: Resources, state: State, rec: DeviceRecord, excluded: np.ndarray) -> list[PoolItem]:
     turn = state["turn"]
     ds = res.dataset
-    banned = set(excluded_indices(res, rec, thread, state.get("scope")).tolist())
+    banned = set(excluded.tolist())
     avoid = set(rec.avoided_genres())
     pool: dict[str, PoolItem] = {}
 
@@ -204,11 +204,13 @@ def rank_on_device(
     step = Step("rank_on_device", "device", turn)
     rec = res.device_record(res.settings.user_id)
     thread = _thread(config)
-    pool = _pool(res, state, rec, thread)
+    excluded = excluded_indices(res, rec, thread, state.get("scope"))
+    pool = _pool(res, state, rec, excluded)
     ds = res.dataset
     # Structured scores for every pool item: the catalogue-level signal the proposals
-    # came from (pool items are never excluded ones).
-    scores, _ = structured_scores(res, rec, excluded_indices(res, rec, thread, state.get("scope")))
+    # came from (pool items are never excluded ones). Recomputed here rather than
+    # carried in the state: a catalogue-sized array per turn, a few ms to compute.
+    scores, _ = structured_scores(res, rec, excluded)
     for p in pool:
         p.sequence = float(scores[ds.item_index[p.item_id]])
     request = (state.get("request") or "").strip()
