@@ -41,9 +41,9 @@ def load_llama(path: Path, n_ctx: int, threads: int, seed: int) -> tuple[Any, th
     key = (str(path), n_ctx, threads, seed)
     with _MODELS_LOCK:
         if key not in _MODELS:
-            from llama_cpp import Llama
+            from cdarec.llm.sampling import GrammarCheckedLlama
 
-            llm = Llama(
+            llm = GrammarCheckedLlama(
                 model_path=str(path),
                 n_ctx=n_ctx,
                 n_threads=threads,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import pytest
 from llama_cpp.server.cli import add_args_from_model, parse_model_from_args
 from llama_cpp.server.settings import ModelSettings, Settings
 
@@ -25,3 +26,17 @@ def test_server_starts_without_prompt_logits_and_without_mmap(tmp_path: Path) ->
     assert model.logits_all is False
     assert model.use_mmap is False
     assert (model.n_ctx, model.n_threads, model.model_alias) == (2048, 2, "cloud")
+
+
+def test_server_child_loads_grammar_checked_models(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The child swaps the class llama_cpp.server instantiates (it looks ``llama_cpp.Llama``
+    up at load time): grammar-constrained replies check the sampled token first."""
+    import llama_cpp
+    from llama_cpp.server import model as server_model
+
+    from cdarec.llm._child import use_grammar_checked_sampling
+    from cdarec.llm.sampling import GrammarCheckedLlama
+
+    monkeypatch.setattr(llama_cpp, "Llama", llama_cpp.Llama)  # restored after the test
+    use_grammar_checked_sampling()
+    assert server_model.llama_cpp.Llama is GrammarCheckedLlama
