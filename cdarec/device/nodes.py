@@ -15,6 +15,7 @@ from langgraph.runtime import Runtime
 
 from cdarec.device.abstract import summarize
 from cdarec.device.ranking import (
+    REASON_MAX_CHARS,
     Judgement,
     PoolItem,
     apply_judgement,
@@ -41,7 +42,17 @@ RECENT_FOR_JUDGE = 5
 # difference between a 4.8 s and a ~3 s turn (bench latency). On Protocol A the planner
 # gave the SLM's order no weight anyway (bench accuracy: cdarec == cdarec-no-slm).
 JUDGE_PICKS = 1
-TOKENS_PER_PICK = 24
+# The token budget bounds what the grammar allows, not the typical reply: a reason of
+# REASON_MAX_CHARS characters may take a token per character (digits, punctuation) or
+# more (accented letters), and a reply cut at a typical-size budget (32 tokens) failed
+# to parse in 8% of Protocol B turns, each costing a repair call and then the fallback.
+# Unused budget costs nothing.
+JUDGE_BASE_TOKENS = 16  # '{"picks": [' ... ']}' and whitespace
+TOKENS_PER_PICK = 16 + 2 * REASON_MAX_CHARS  # '{"n": 3, "reason": "..."}'
+
+
+def judge_max_tokens(picks: int) -> int:
+    return JUDGE_BASE_TOKENS + TOKENS_PER_PICK * picks
 
 
 def _thread(config: RunnableConfig | None) -> str | None:
@@ -254,7 +265,7 @@ def rank_on_device(
             res.device_llm,
             Judgement,
             messages,
-            max_tokens=8 + TOKENS_PER_PICK * picks,
+            max_tokens=judge_max_tokens(picks),
             json_schema=judgement_schema(m, picks),
             context={"n": m},
             fallback=lambda: Judgement(picks=[]),

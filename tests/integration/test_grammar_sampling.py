@@ -77,3 +77,21 @@ def test_no_grammar_leaves_the_stock_sampler(models: tuple[Llama, Llama]) -> Non
     prompt = "Say hello."
     assert _reply(checked, prompt, None) == _reply(stock, prompt, None)
     assert not isinstance(checked._sampler, GrammarCheckedSampler)
+
+
+def test_judge_budget_holds_the_longest_reply_the_schema_allows(
+    models: tuple[Llama, Llama],
+) -> None:
+    """A reply cut at the token budget cannot be parsed (8% of Protocol B turns were, at
+    32 tokens): the budget must hold the schema's longest reply, one token a character."""
+    from cdarec.device.nodes import JUDGE_PICKS, judge_max_tokens
+    from cdarec.device.ranking import REASON_MAX_CHARS, Judgement
+
+    reason = ("9.-" * REASON_MAX_CHARS)[:REASON_MAX_CHARS]
+    picks = [{"n": 20 - i, "reason": reason} for i in range(JUDGE_PICKS)]
+    reply = json.dumps({"picks": picks})
+    Judgement.model_validate_json(reply, context={"n": 20})  # allowed by the schema
+    _, checked = models
+    n_tokens = len(checked.tokenize(reply.encode(), add_bos=False))
+    assert n_tokens <= judge_max_tokens(JUDGE_PICKS)
+    assert n_tokens > 32  # the old budget: this test would have failed
