@@ -493,9 +493,11 @@ def cmd_bench_web(args: argparse.Namespace) -> int:
 
 
 def cmd_bench_turns(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from cdarec.bench.turns import run
 
-    run(settings_from(args, user_id=args.user), args.turns, console)
+    run(settings_from(args, user_id=args.user), args.turns, console, Path(args.out))
     return 0
 
 
@@ -723,6 +725,7 @@ def build_parser() -> argparse.ArgumentParser:
     bt = b.add_parser("turns", parents=[common], help="latency and memory of chat turns")
     bt.add_argument("--user", default="1m_1")
     bt.add_argument("--turns", type=int, default=6, help="warm turns after the first")
+    bt.add_argument("--out", default="results", help="folder for turns.json and turns.png")
     bt.set_defaults(func=cmd_bench_turns)
 
     sv = sub.add_parser(

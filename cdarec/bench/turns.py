@@ -3,14 +3,17 @@
 Runs a first (cold) turn, then N warm turns with varied requests for one user, and
 prints a table: p50/p95 wall latency, per-node medians with their side, and the
 process's peak memory (the app, including the in-process device model; the embedded
-cloud server's own process is reported separately).
+cloud server's own process is reported separately). With ``out`` it also writes the
+turns as JSON and a plot: one bar per turn, split into its nodes, beside the budget.
 """
 
 from __future__ import annotations
 
+import json
 import resource
 import statistics
 import time
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -73,19 +76,82 @@ def percentile(values: list[float], q: float) -> float:
     return s[lo] + (s[hi] - s[lo]) * (k - lo)
 
 
-def run(settings: Settings, turns: int, console: Console) -> dict[str, Any]:
+WARM_BUDGET_S = 8.0  # the foundation issue's warm-turn median budget
+
+
+def plot_turns(records: list[dict[str, Any]], title: str, path: Path) -> None:
+    """One horizontal bar per turn: its nodes' wall times stacked (cloud blue, device
+    orange; parallel nodes overlap in wall time, so a bar can exceed the turn), the turn's
+    wall time as a tick, and the warm-median budget as a line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    palette = {
+        "cloud": ["#1f5f99", "#2b7bb9", "#6baed6", "#9ecae1"],
+        "device": ["#d95f02", "#fd8d3c", "#fdae6b", "#fdd0a2"],
+    }
+    nodes: dict[tuple[str, str], str] = {}
+    for rec in records:
+        for n in rec["nodes"]:
+            key = (n["node"], n["side"])
+            if key not in nodes:
+                used = sum(1 for _, side in nodes if side == n["side"])
+                nodes[key] = palette[n["side"]][used % 4]
+    fig, ax = plt.subplots(figsize=(12, 0.32 * len(records) + 1.8))
+    for i, rec in enumerate(records):
+        left = 0.0
+        for n in rec["nodes"]:
+            if n["ms"] < 1:
+                continue
+            ax.barh(i, n["ms"] / 1000, left=left, color=nodes[(n["node"], n["side"])])
+            left += n["ms"] / 1000
+        ax.plot([rec["wall_s"]] * 2, [i - 0.4, i + 0.4], color="black", lw=1.5)
+    ax.axvline(WARM_BUDGET_S, color="#c0392b", ls="--", lw=1)
+    ax.set_yticks(
+        range(len(records)),
+        [f"{r['label']}: {(r['request'] or '(no request)')[:28]}" for r in records],
+        fontsize=7,
+    )
+    ax.invert_yaxis()
+    ax.set_xlabel("seconds (black tick: the turn's wall time; red: 8 s warm-median budget)")
+    handles = [
+        plt.Rectangle((0, 0), 1, 1, color=c, label=f"{node} ({side})")
+        for (node, side), c in nodes.items()
+    ]
+    ax.legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def run(
+    settings: Settings, turns: int, console: Console, out: Path | None = None
+) -> dict[str, Any]:
     from cdarec.app import ChatSession
 
     session = ChatSession(settings, thread=None)
-    t0 = time.perf_counter()
-    session.turn("")
-    cold = time.perf_counter() - t0
+    records: list[dict[str, Any]] = []
+
+    def turn(label: str, request: str) -> tuple[float, dict[str, Any]]:
+        t = time.perf_counter()
+        values = session.turn(request)
+        wall = time.perf_counter() - t
+        nodes = [
+            {"node": r.node, "side": r.side, "ms": r.ms, "status": r.status}
+            for r in values.get("trace") or []
+        ]
+        records.append({"label": label, "request": request, "wall_s": wall, "nodes": nodes})
+        return wall, values
+
+    cold, _ = turn("cold", "")
     walls: list[float] = []
     per_node: dict[tuple[str, str], list[float]] = {}
     for i in range(turns):
-        t = time.perf_counter()
-        values = session.turn(REQUESTS[i % len(REQUESTS)])
-        walls.append(time.perf_counter() - t)
+        wall, values = turn(f"warm {i + 1}", REQUESTS[i % len(REQUESTS)])
+        walls.append(wall)
         for r in values.get("trace") or []:
             per_node.setdefault((r.node, r.side), []).append(r.ms)
         console.print(f"[dim]turn {i + 1}/{turns}: {walls[-1]:.1f} s[/dim]")
@@ -103,4 +169,25 @@ def run(settings: Settings, turns: int, console: Console) -> dict[str, Any]:
         table.add_row(f"  {node} ({side}) median", f"{statistics.median(ms):.0f} ms")
     add_memory_rows(table, "peak RSS, app process", peak_app, servers, "peak RSS, app + servers")
     console.print(table)
-    return {"cold_s": cold, "walls_s": walls, "peak_app_mb": peak_app, "servers_mb": servers}
+    result = {
+        "device_model": settings.device_model,
+        "cloud_model": settings.cloud_model,
+        "user": settings.user_id,
+        "cold_s": cold,
+        "walls_s": walls,
+        "warm_p50_s": statistics.median(walls),
+        "warm_p95_s": percentile(walls, 0.95),
+        "peak_app_mb": peak_app,
+        "servers_mb": servers,
+        "turns": records,
+    }
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "turns.json").write_text(json.dumps(result, indent=2))
+        title = (
+            f"cdarec bench turns: {settings.device_model} / {settings.cloud_model}, "
+            f"warm p50 {result['warm_p50_s']:.1f} s"
+        )
+        plot_turns(records, title, out / "turns.png")
+        console.print(f"wrote {out / 'turns.json'} and {out / 'turns.png'}")
+    return result

@@ -11,7 +11,7 @@ import pytest
 from rich.console import Console
 
 from cdarec import runtime
-from cdarec.bench import accuracy, latency
+from cdarec.bench import accuracy, latency, turns
 from cdarec.seqrec.sasrec import TrainConfig
 from cdarec.settings import Settings
 
@@ -53,3 +53,16 @@ def test_latency_bench_on_real_models(
     assert by["cloud-only"]["cloud_tokens_in"] > 0
     assert by["cdarec"]["history_bytes"] == 0 and by["device-only"]["cloud_bytes"] == 0
     assert (tmp_path / "latency-ml-100k-timeline.png").exists()
+
+
+def test_turns_bench_on_real_models(
+    bench_settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(runtime, "train_config", lambda ds: TINY)
+    result = turns.run(bench_settings, 2, Console(), out=tmp_path)
+    assert len(result["walls_s"]) == 2 and result["warm_p50_s"] > 0
+    assert [t["label"] for t in result["turns"]] == ["cold", "warm 1", "warm 2"]
+    nodes = {n["node"] for n in result["turns"][1]["nodes"]}
+    assert {"plan_strategy", "rank_on_device", "respond"} <= nodes
+    assert result["peak_app_mb"] > 0 and result["servers_mb"]  # the embedded cloud server
+    assert (tmp_path / "turns.json").exists() and (tmp_path / "turns.png").stat().st_size > 0
