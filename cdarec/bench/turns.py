@@ -111,7 +111,7 @@ def plot_turns(records: list[dict[str, Any]], title: str, path: Path) -> None:
     ax.axvline(WARM_BUDGET_S, color="#c0392b", ls="--", lw=1)
     ax.set_yticks(
         range(len(records)),
-        [f"{r['label']}: {(r['request'] or '(no request)')[:28]}" for r in records],
+        [f"{r['label']}: {(r['request'] or '(no request)')[:40]}" for r in records],
         fontsize=7,
     )
     ax.invert_yaxis()
