@@ -115,7 +115,9 @@ def plot_turns(records: list[dict[str, Any]], title: str, path: Path) -> None:
         fontsize=7,
     )
     ax.invert_yaxis()
-    ax.set_xlabel("seconds (black tick: the turn's wall time; red: 8 s warm-median budget)")
+    ax.set_xlabel(
+        f"seconds (black tick: the turn's wall time; red: {WARM_BUDGET_S:g} s warm-median budget)"
+    )
     handles = [
         plt.Rectangle((0, 0), 1, 1, color=c, label=f"{node} ({side})")
         for (node, side), c in nodes.items()

@@ -9,7 +9,7 @@ grammar to the whole vocabulary only when that token is rejected. With greedy de
 (cdarec's default) the result is the same token: the most likely token, if the grammar
 allows it, is also the most likely allowed one. Nothing else in llama-cpp-python offers
 this; ``GrammarCheckedLlama`` swaps it in by overriding one method, for the device model
-in process and, through ``cdarec.llm.serve``, in the embedded cloud server.
+in process and, through ``cdarec.llm._child``, in the embedded cloud server.
 """
 
 from __future__ import annotations
@@ -88,9 +88,9 @@ class GrammarCheckedSampler:
         return token
 
     def close(self) -> None:
-        if self.grammar:
-            llama_cpp.llama_sampler_free(self.grammar)
-            self.grammar = None
+        grammar, self.grammar = getattr(self, "grammar", None), None
+        if grammar:
+            llama_cpp.llama_sampler_free(grammar)
 
     def __del__(self) -> None:
         self.close()
