@@ -76,6 +76,14 @@ def _rank_of_label(scores: np.ndarray, history: np.ndarray, label: int) -> int:
     return int((s >= s[label]).sum() - 1)
 
 
+def structured_row(seq: np.ndarray, trans: np.ndarray, history: np.ndarray) -> np.ndarray:
+    """The device's structured signal over the catalogue (SASRec + transition), with the
+    history's items left out of the standardisation and ranked last."""
+    unseen = np.ones(len(seq), dtype=bool)
+    unseen[np.unique(history)] = False
+    return catalogue_structured(seq, trans, unseen)
+
+
 def full_scores(method: str, proto: ProtocolA, users: list[str], res: Resources) -> np.ndarray:
     """0-based full-ranking ranks of each user's test item."""
     ds = proto.ds
@@ -102,9 +110,7 @@ def full_scores(method: str, proto: ProtocolA, users: list[str], res: Resources)
         for u, row in zip(part, batch, strict=True):
             h = proto.histories[u]
             if method == "sasrec+transition":
-                unseen = np.ones(ds.n_items, dtype=bool)
-                unseen[np.unique(h)] = False
-                row = catalogue_structured(row, tm.scores(h), unseen)
+                row = structured_row(row, tm.scores(h), h)
             out.append(_rank_of_label(row, h, labels[u]))
     return np.array(out)
 
