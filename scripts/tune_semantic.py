@@ -24,14 +24,14 @@ from langgraph.checkpoint.memory import InMemorySaver
 from rich.console import Console
 
 import cdarec.cloud.nodes as cloud_nodes
-from cdarec.bench.accuracy import bench_resources
+from cdarec.bench.accuracy import bench_resources, run_resources
 from cdarec.bench.full import K, metrics
 from cdarec.data import leave_one_out
 from cdarec.data.derive import derive_seq_dataset
 from cdarec.graph.builder import build_graph
 from cdarec.graph.plan import Weights, default_plan
 from cdarec.memory.device_memory import DeviceRecord
-from cdarec.runtime import Resources, use_resources
+from cdarec.runtime import use_resources
 from cdarec.settings import Settings
 
 
@@ -58,10 +58,7 @@ def main() -> int:
     }
     labels = {u: ds.items[int(split.valid[u])].item_id for u in users}  # type: ignore[arg-type]
     run_settings = settings.model_copy(update={"planner": "fixed", "ablate": ["slm"]})
-    res = Resources(run_settings, records=records)
-    for name in ("dataset", "catalogue", "device_llm", "cloud_llm", "sequence_model", "prompts"):
-        res.__dict__[name] = getattr(base, name)
-    use_resources(res)
+    use_resources(run_resources(base, run_settings, records))
     graph = build_graph(InMemorySaver())
     print(f"{len(users)} validation users of {ds.name}; no request, open catalogue", flush=True)
     for w in [float(x) for x in args.weights.split(",")]:

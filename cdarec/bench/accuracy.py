@@ -285,6 +285,17 @@ def eval_records(proto: ProtocolA, users: list[str], res: Resources) -> dict[str
     return out
 
 
+def run_resources(
+    base: Resources, settings: Settings, records: dict[str, DeviceRecord]
+) -> Resources:
+    """Resources for one evaluation configuration: its settings and fixed device
+    memories, sharing ``base``'s loaded models and stores."""
+    res = Resources(settings, records=records)
+    for name in ("dataset", "catalogue", "device_llm", "cloud_llm", "sequence_model", "prompts"):
+        res.__dict__[name] = getattr(base, name)
+    return res
+
+
 def prepare_graph(
     method: str, proto: ProtocolA, users: list[str], base: Resources
 ) -> tuple[Any, Settings, Resources]:
@@ -298,9 +309,7 @@ def prepare_graph(
     from cdarec.graph.builder import build_graph
 
     settings = base.settings.model_copy(update={**GRAPH, **CONFIG_ONLY}[method])
-    res = Resources(settings, records=eval_records(proto, users, base))
-    for name in ("dataset", "catalogue", "device_llm", "cloud_llm", "sequence_model", "prompts"):
-        res.__dict__[name] = getattr(base, name)  # share the loaded models and stores
+    res = run_resources(base, settings, eval_records(proto, users, base))
     if method == "device-only":  # no cloud: the device SLM does the cloud's LLM work too
         res.__dict__["cloud_llm"] = base.device_llm
     use_resources(res)

@@ -137,7 +137,7 @@ def run(
     session = ChatSession(settings, thread=None)
     records: list[dict[str, Any]] = []
 
-    def turn(label: str, request: str) -> tuple[float, dict[str, Any]]:
+    def turn(label: str, request: str) -> float:
         t = time.perf_counter()
         values = session.turn(request)
         wall = time.perf_counter() - t
@@ -146,17 +146,17 @@ def run(
             for r in values.get("trace") or []
         ]
         records.append({"label": label, "request": request, "wall_s": wall, "nodes": nodes})
-        return wall, values
+        return wall
 
-    cold, _ = turn("cold", "")
+    cold = turn("cold", "")
     walls: list[float] = []
-    per_node: dict[tuple[str, str], list[float]] = {}
     for i in range(turns):
-        wall, values = turn(f"warm {i + 1}", REQUESTS[i % len(REQUESTS)])
-        walls.append(wall)
-        for r in values.get("trace") or []:
-            per_node.setdefault((r.node, r.side), []).append(r.ms)
+        walls.append(turn(f"warm {i + 1}", REQUESTS[i % len(REQUESTS)]))
         console.print(f"[dim]turn {i + 1}/{turns}: {walls[-1]:.1f} s[/dim]")
+    per_node: dict[tuple[str, str], list[float]] = {}
+    for rec in records[1:]:  # the warm turns
+        for n in rec["nodes"]:
+            per_node.setdefault((n["node"], n["side"]), []).append(n["ms"])
     peak_app, servers = peak_memory()
     table = Table(
         title=f"cdarec bench turns: {settings.device_model} (device) / "
