@@ -2,7 +2,7 @@
 
     nice -n 10 .venv/bin/python scripts/eval_sasrec.py [--dataset ml-1m] \\
         [--set lr=3e-3 --set epochs=20 ...] [--model PATH | --cache] [--out PATH] \\
-        [--fit-valid] [--json]
+        [--json]
 
 Protocol A (LLMRank): candidates = test item + 19 uniform random items (seeded, only the
 test item excluded), history = everything before the test item (validation included),
@@ -23,7 +23,7 @@ import numpy as np
 from cdarec.data import history_before_test, leave_one_out, load_dataset
 from cdarec.seqrec.protocol import demote_seen, label_ranks, ndcg_at, sample_candidates
 from cdarec.seqrec.runtime import SASRecModel
-from cdarec.seqrec.sasrec import TrainConfig, TrainProgress
+from cdarec.seqrec.sasrec import TrainConfig, TrainProgress, watched_users
 
 
 def _parse_set(items: list[str]) -> dict[str, object]:
@@ -68,13 +68,19 @@ def evaluate(
 def evaluate_full(model: SASRecModel, ds, on: str = "test") -> dict[str, dict[str, float]]:
     """Protocol B's sasrec rows: full ranking over items outside the history. ``on="valid"``
     ranks each user's validation item after the training items instead (for choosing
-    settings without looking at the test items)."""
+    settings without looking at the test items; for a model trained with ``fit_valid``,
+    only the watched users', the others' validation items having been trained on)."""
     from cdarec.bench.full import _rank_of_label, metrics, structured_row
     from cdarec.device.sequence import TransitionModel
 
     split = leave_one_out(ds)
     if on == "valid":
         users = [u for u in split.test_users() if split.valid.get(u) is not None]
+        saved = model.meta.get("config", {})
+        cfg = TrainConfig(**{**saved, "fit_valid": saved.get("fit_valid", False)})
+        if cfg.fit_valid:  # the others' validation items were trained on
+            watched = set(watched_users(split.train, split.valid, cfg))
+            users = [u for u in users if u in watched]
         full = [np.asarray(split.train[u], dtype=np.int64) for u in users]
         labels = [int(split.valid[u]) for u in users]  # type: ignore[arg-type]
     else:
@@ -110,11 +116,6 @@ def main() -> int:
     ap.add_argument("--out", help="save the trained model here")
     ap.add_argument("--seed", type=int, default=0, help="candidate sampling seed")
     ap.add_argument(
-        "--fit-valid",
-        action="store_true",
-        help="train on train + validation items (seq[:-1]); no validation metric then",
-    )
-    ap.add_argument(
         "--cache",
         action="store_true",
         help="train through train_or_load (cached under HOME/models, progress bar)",
@@ -146,13 +147,7 @@ def main() -> int:
                     flush=True,
                 )
 
-        if args.fit_valid:
-            seqs = {u: np.asarray(history_before_test(ds, u)) for u in ds.users}
-            weights = train_sasrec(seqs, ds.n_items, cfg, progress=progress)
-        else:
-            weights = train_sasrec(
-                split.train, ds.n_items, cfg, progress=progress, valid=split.valid
-            )
+        weights = train_sasrec(split.train, ds.n_items, cfg, progress=progress, valid=split.valid)
         model = SASRecModel(weights)
         if args.out:
             model.save(args.out)

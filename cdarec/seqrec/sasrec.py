@@ -34,7 +34,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -93,6 +93,12 @@ class TrainConfig(BaseModel):
     )
     valid_users: int = Field(1000, ge=0)
     valid_every: int = Field(5, ge=1)
+    fit_valid: bool = Field(
+        True,
+        description="also train on the validation items, except those of the valid_users "
+        "users that validation watches: the model that serves the test items has then "
+        "learnt from everything before them, as a deployed model would",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> TrainConfig:
@@ -177,6 +183,49 @@ def _pad_left(windows: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         inp[i, n_l - k :] = w[:-1]
         tgt[i, n_l - k :] = w[1:] - 1
     return inp, tgt
+
+
+# -- loss ---------------------------------------------------------------------------------
+def _chunked_cross_entropy() -> Any:
+    """Full-softmax cross-entropy over the item table, computed in row chunks.
+
+    Returns an autograd function ``f(h, emb, target, chunk)`` -> mean loss, equal (to float
+    rounding) to ``F.cross_entropy(h @ emb.T, target)``. Why by hand: the stock path writes
+    the (tokens x items) logits, then the log-softmax, then its gradient, each a full pass
+    over a tensor of ~25M floats, and on two CPU cores those passes cost more than the
+    matrix products. Here each chunk's logits stay in cache: the gradient (softmax minus
+    one-hot) is formed in place during the forward pass and the two gradient products run
+    there too, so backward is a multiply. One ML-1M step's loss: 0.24 s -> 0.13 s
+    (7,000 targets x 3,124 items, d=64; same loss and gradients to 1e-6).
+    """
+    import torch
+
+    class ChunkedCE(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx: Any, h: Any, emb: Any, target: Any, chunk: int) -> Any:
+            n = h.shape[0]
+            grad_h = torch.empty_like(h)
+            grad_emb = torch.zeros_like(emb)
+            total = h.new_zeros((), dtype=torch.float64)
+            for s in range(0, n, chunk):
+                hc, tc = h[s : s + chunk], target[s : s + chunk]
+                logits = hc @ emb.T
+                lse = torch.logsumexp(logits, dim=1)
+                total += (lse - logits.gather(1, tc[:, None]).squeeze(1)).sum(dtype=torch.float64)
+                p = logits.sub_(lse[:, None]).exp_()  # softmax, in place
+                p[torch.arange(len(tc)), tc] -= 1.0
+                p.div_(n)
+                grad_h[s : s + chunk] = p @ emb
+                grad_emb.addmm_(p.T, hc)
+            ctx.save_for_backward(grad_h, grad_emb)
+            return (total / max(n, 1)).to(h.dtype)
+
+        @staticmethod
+        def backward(ctx: Any, grad_out: Any) -> Any:
+            grad_h, grad_emb = ctx.saved_tensors
+            return grad_h * grad_out, grad_emb * grad_out, None, None
+
+    return ChunkedCE.apply
 
 
 # -- model --------------------------------------------------------------------------------
@@ -314,18 +363,45 @@ class _ValidSet:
     label_pos: np.ndarray  # (U,)
 
 
+def watched_users(
+    train_seqs: Mapping[str, np.ndarray], valid: Mapping[str, int | None], cfg: TrainConfig
+) -> list[str]:
+    """The users whose validation items validation watches (a seeded sample of
+    ``cfg.valid_users``); with ``cfg.fit_valid`` theirs are the only validation items kept
+    out of training."""
+    users = [u for u, v in valid.items() if v is not None and len(train_seqs.get(u, ())) > 0]
+    if not users or cfg.valid_users == 0:
+        return []
+    rng = np.random.default_rng(cfg.seed + 7919)
+    if len(users) > cfg.valid_users:
+        users = [users[i] for i in sorted(rng.choice(len(users), cfg.valid_users, replace=False))]
+    return users
+
+
+def fit_sequences(
+    train_seqs: Mapping[str, np.ndarray],
+    valid: Mapping[str, int | None],
+    keep_out: Collection[str] = (),
+) -> dict[str, np.ndarray]:
+    """Each user's training sequence with the validation item appended (except for the
+    ``keep_out`` users): everything before the test item."""
+    out: dict[str, np.ndarray] = {}
+    skip = set(keep_out)
+    for u, seq in train_seqs.items():
+        v = valid.get(u)
+        out[u] = seq if v is None or u in skip else np.append(np.asarray(seq), v)
+    return out
+
+
 def _valid_set(
     train_seqs: Mapping[str, np.ndarray],
     valid: Mapping[str, int | None],
     n_items: int,
     cfg: TrainConfig,
 ) -> _ValidSet | None:
-    users = [u for u, v in valid.items() if v is not None and len(train_seqs.get(u, ())) > 0]
-    if not users or cfg.valid_users == 0:
+    users = watched_users(train_seqs, valid, cfg)
+    if not users:
         return None
-    rng = np.random.default_rng(cfg.seed + 7919)
-    if len(users) > cfg.valid_users:
-        users = [users[i] for i in sorted(rng.choice(len(users), cfg.valid_users, replace=False))]
     cands = sample_candidates(valid, n_items, users, n_neg=min(19, n_items - 1), seed=cfg.seed)
     hist = [np.asarray(train_seqs[u], dtype=np.int64)[-cfg.max_len :] + 1 for u in users]
     n_l = max(len(h) for h in hist)
@@ -441,7 +517,8 @@ def train_sasrec(
 
     ``valid`` maps users to their validation item (``split.valid``); with it, NDCG@10 under
     Protocol A on ``cfg.valid_users`` sampled users is computed every ``valid_every``
-    epochs and reported to ``progress`` and in ``meta["history"]``.
+    epochs and reported to ``progress`` and in ``meta["history"]``; with
+    ``cfg.fit_valid`` the other users' validation items are trained on (``fit_sequences``).
 
     Time budget: with ``fit_budget`` the epoch plan is revised after every epoch to the
     number of whole epochs that still fit (from the last epoch's duration), and the
@@ -460,6 +537,9 @@ def train_sasrec(
     rng = np.random.default_rng(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed + 1)
 
+    vs = _valid_set(train_seqs, valid, n_items, cfg) if valid is not None else None
+    if valid is not None and cfg.fit_valid:
+        train_seqs = fit_sequences(train_seqs, valid, watched_users(train_seqs, valid, cfg))
     arch = cfg.arch(n_items)
     module = _build_module(arch, cfg.dropout, cfg.attn_dropout, cfg.seed)
     module.train()
@@ -479,7 +559,7 @@ def train_sasrec(
         betas=cfg.betas,
         weight_decay=0.0,
     )
-    vs = _valid_set(train_seqs, valid, n_items, cfg) if valid is not None else None
+    chunked_ce = _chunked_cross_entropy()
 
     def compute_loss(ids: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, int]:
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
@@ -488,7 +568,9 @@ def train_sasrec(
             hs, ts = h[sel], target[sel]
             emb = m.item_emb.weight
             if cfg.loss == "full":
-                return F.cross_entropy((hs @ emb[1:].T).float(), ts), len(ts)
+                if cfg.bf16:
+                    return F.cross_entropy((hs @ emb[1:].T).float(), ts), len(ts)
+                return chunked_ce(hs, emb[1:], ts, 1024), len(ts)
             neg = torch.randint(0, n_items, (cfg.n_negatives,), generator=gen)
             pos_logit = (hs * emb[ts + 1]).sum(-1, keepdim=True).float()
             # A sampled negative that is the row's own target is no negative.

@@ -221,3 +221,43 @@ def test_epoch_plan_fits_the_budget() -> None:
     assert _plan_epochs(cfg, 2, 10, 10.0, [1.0, 1.0], 0.0) == 50
     assert _plan_epochs(cfg, 6, 10, 10.0, [1.0, 1.0], 0.0) == 10
     assert _plan_epochs(cfg.model_copy(update={"fit_budget": False}), 1, 50, 10, [9], 1) == 50
+
+
+def test_chunked_cross_entropy_matches_the_stock_loss() -> None:
+    import torch
+    import torch.nn.functional as F
+
+    from cdarec.seqrec.sasrec import _chunked_cross_entropy
+
+    g = torch.Generator().manual_seed(0)
+    h = torch.randn(37, 8, generator=g, requires_grad=True)
+    emb = torch.randn(11, 8, generator=g, requires_grad=True)
+    t = torch.randint(0, 11, (37,), generator=g)
+    ref = F.cross_entropy(h @ emb.T, t)
+    ref_grads = torch.autograd.grad(3.0 * ref, (h, emb))
+    for chunk in (5, 37, 100):  # uneven last chunk, one chunk, chunk larger than the rows
+        loss = _chunked_cross_entropy()(h, emb, t, chunk)
+        grads = torch.autograd.grad(3.0 * loss, (h, emb))
+        assert torch.allclose(loss, ref, atol=1e-6)
+        for a, b in zip(grads, ref_grads, strict=True):
+            assert torch.allclose(a, b, atol=1e-6)
+
+
+def test_fit_valid_trains_on_every_validation_item_but_the_watched_ones() -> None:
+    from cdarec.seqrec.sasrec import fit_sequences, watched_users
+
+    train = {f"u{i}": np.arange(i % 5 + 1) for i in range(40)}
+    valid: dict[str, int | None] = {u: 9 for u in train}
+    valid["u3"] = None  # two-item user: nothing to add
+    cfg = TrainConfig(valid_users=10)
+    watched = watched_users(train, valid, cfg)
+    assert len(watched) == 10 and "u3" not in watched
+    assert watched == watched_users(train, valid, cfg)  # seeded
+    fit = fit_sequences(train, valid, watched)
+    for u, seq in train.items():
+        if u in watched or valid[u] is None:
+            assert fit[u].tolist() == seq.tolist()
+        else:
+            assert fit[u].tolist() == [*seq.tolist(), 9]
+    # Without a validation sample to watch, every validation item is trained on.
+    assert watched_users(train, valid, TrainConfig(valid_users=0)) == []
