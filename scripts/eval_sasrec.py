@@ -23,7 +23,7 @@ import numpy as np
 from cdarec.data import history_before_test, leave_one_out, load_dataset
 from cdarec.seqrec.protocol import demote_seen, label_ranks, ndcg_at, sample_candidates
 from cdarec.seqrec.runtime import SASRecModel
-from cdarec.seqrec.sasrec import TrainConfig, TrainProgress, watched_users
+from cdarec.seqrec.sasrec import TrainConfig, TrainProgress, untrained_valid_users
 
 
 def _parse_set(items: list[str]) -> dict[str, object]:
@@ -76,11 +76,8 @@ def evaluate_full(model: SASRecModel, ds, on: str = "test") -> dict[str, dict[st
     split = leave_one_out(ds)
     if on == "valid":
         users = [u for u in split.test_users() if split.valid.get(u) is not None]
-        saved = model.meta.get("config", {})
-        cfg = TrainConfig(**{**saved, "fit_valid": saved.get("fit_valid", False)})
-        if cfg.fit_valid:  # the others' validation items were trained on
-            watched = set(watched_users(split.train, split.valid, cfg))
-            users = [u for u in users if u in watched]
+        clean = untrained_valid_users(model.meta, split.train, split.valid)
+        users = [u for u in users if u in clean]
         full = [np.asarray(split.train[u], dtype=np.int64) for u in users]
         labels = [int(split.valid[u]) for u in users]  # type: ignore[arg-type]
     else:

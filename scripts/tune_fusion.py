@@ -4,7 +4,8 @@ For every ML-1M user: the history before the validation item, the validation ite
 19 uniform negatives (seed 7, not the test seed), and NDCG@10 of z-score mixtures of
 SASRec, the transition model, log-popularity and the embedding similarity to the mean
 of the last 20 watched items. Watched items are ranked last, as on the device. Picks
-``TRANSITION_BLEND`` in cdarec/device/ranking.py; never looks at the test items.
+``TRANSITION_BLEND`` in cdarec/device/ranking.py; never looks at the test items, and
+keeps to the users whose validation items the served SASRec did not train on.
 
     .venv/bin/python scripts/tune_fusion.py [--dataset ml-1m]
 """
@@ -19,6 +20,7 @@ import numpy as np
 from cdarec.data import leave_one_out
 from cdarec.runtime import Resources
 from cdarec.seqrec.protocol import label_ranks, ndcg_at, sample_candidates
+from cdarec.seqrec.sasrec import untrained_valid_users
 from cdarec.settings import Settings
 
 
@@ -33,11 +35,12 @@ def main() -> None:
     res = Resources(Settings(dataset=args.dataset))
     ds = res.dataset
     split = leave_one_out(ds)
-    users = [u for u in split.valid_users() if len(split.train[u])]
+    model, tm = res.sasrec_model(), res.transition_model
+    clean = untrained_valid_users(model.meta, split.train, split.valid)
+    users = [u for u in split.valid_users() if len(split.train[u]) and u in clean]
     cands = sample_candidates(split.valid, ds.n_items, users, seed=7)
     C = np.stack([cands[u] for u in users])
     lab = np.array([int(np.flatnonzero(cands[u] == split.valid[u])[0]) for u in users])
-    model, tm = res.sasrec_model(), res.transition_model
     pop = np.zeros(ds.n_items)
     for seq in split.train.values():
         np.add.at(pop, seq, 1.0)

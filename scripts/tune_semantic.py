@@ -10,7 +10,8 @@ semantic weight (the rest on the structured signal). The plan is the bucket's de
 with its weights replaced, and the SLM judgement is off: without a request the planner
 gives the SLM's order no weight (bench accuracy: cdarec == cdarec-no-slm), and the
 weight under study is the only difference between the rows. The test items are never
-read.
+read, and only users whose validation items the served SASRec did not train on are
+sampled (with ``fit_valid``, the 1,000 that its training watched).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from cdarec.graph.builder import build_graph
 from cdarec.graph.plan import Weights, default_plan
 from cdarec.memory.device_memory import DeviceRecord
 from cdarec.runtime import use_resources
+from cdarec.seqrec.sasrec import untrained_valid_users
 from cdarec.settings import Settings
 
 
@@ -49,9 +51,11 @@ def main() -> int:
     base = bench_resources(settings, console, None)
     ds = base.dataset
     split = leave_one_out(ds)
-    users = [u for u in split.valid_users() if len(split.train[u]) >= 3]
+    clean = untrained_valid_users(base.sasrec_model().meta, split.train, split.valid)
+    users = [u for u in split.valid_users() if len(split.train[u]) >= 3 and u in clean]
     rng = np.random.default_rng(args.seed)
-    users = [users[i] for i in sorted(rng.choice(len(users), args.users, replace=False))]
+    n = min(args.users, len(users))
+    users = [users[i] for i in sorted(rng.choice(len(users), n, replace=False))]
     records = {
         u: DeviceRecord(user_id=u, dataset=ds.name, history=base.dataset_history(u)[:-2])
         for u in users

@@ -60,8 +60,10 @@ def train_or_load(
     """The cached SASRec model for ``ds`` and ``cfg``, training (with a progress bar on
     ``console``) and saving it first if there is none or the cached file is invalid.
 
-    Trains on the leave-one-out training sequences; validation items are only used for
-    the per-epoch validation metric shown on the bar.
+    Trains on the leave-one-out training sequences plus, with ``cfg.fit_valid`` (the
+    default), the validation items of every user but the ``cfg.valid_users`` whose
+    validation items give the per-epoch metric shown on the bar. Test items are never
+    trained on.
     """
     from cdarec.data import leave_one_out
 

@@ -244,7 +244,7 @@ def test_chunked_cross_entropy_matches_the_stock_loss() -> None:
 
 
 def test_fit_valid_trains_on_every_validation_item_but_the_watched_ones() -> None:
-    from cdarec.seqrec.sasrec import fit_sequences, watched_users
+    from cdarec.seqrec.sasrec import fit_sequences, untrained_valid_users, watched_users
 
     train = {f"u{i}": np.arange(i % 5 + 1) for i in range(40)}
     valid: dict[str, int | None] = {u: 9 for u in train}
@@ -261,3 +261,10 @@ def test_fit_valid_trains_on_every_validation_item_but_the_watched_ones() -> Non
             assert fit[u].tolist() == [*seq.tolist(), 9]
     # Without a validation sample to watch, every validation item is trained on.
     assert watched_users(train, valid, TrainConfig(valid_users=0)) == []
+    # Tuning scripts keep to the validation items the model has not seen.
+    meta = {"config": cfg.model_dump(mode="json")}
+    assert untrained_valid_users(meta, train, valid) == set(watched)
+    off = {"config": cfg.model_copy(update={"fit_valid": False}).model_dump(mode="json")}
+    assert untrained_valid_users(off, train, valid) == {u for u in train if u != "u3"}
+    old = {"config": {k: v for k, v in off["config"].items() if k != "fit_valid"}}
+    assert untrained_valid_users(old, train, valid) == untrained_valid_users(off, train, valid)
