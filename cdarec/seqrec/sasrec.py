@@ -391,7 +391,7 @@ def untrained_valid_users(
     """The users whose validation items a trained model (its ``meta``) has not seen: all of
     them for a model trained without ``fit_valid``, else the watched sample. Scripts that
     choose settings on validation items must keep to these."""
-    saved = dict(meta.get("config") or {})
+    saved = {k: v for k, v in (meta.get("config") or {}).items() if k in TrainConfig.model_fields}
     cfg = TrainConfig(**{**saved, "fit_valid": saved.get("fit_valid", False)})
     if cfg.fit_valid:
         return set(watched_users(train_seqs, valid, cfg))
@@ -588,7 +588,7 @@ def train_sasrec(
             hs, ts = h[sel], target[sel]
             emb = m.item_emb.weight
             if cfg.loss == "full":
-                if cfg.bf16:
+                if cfg.bf16:  # autocast's casts: the stock path
                     return F.cross_entropy((hs @ emb[1:].T).float(), ts), len(ts)
                 return chunked_ce(hs, emb[1:], ts, 1024), len(ts)
             neg = torch.randint(0, n_items, (cfg.n_negatives,), generator=gen)

@@ -190,8 +190,13 @@ def test_training_learns_a_cycle_and_is_deterministic() -> None:
     for start in range(n):
         hist = (start + np.arange(6)) % n
         assert int(np.argmax(model.scores(hist))) == (start + 6) % n
-    w2 = train_sasrec(train, n, cfg.model_copy(update={"epochs": 12}))
+    w2 = train_sasrec(train, n, cfg, valid=valid)
     assert all(np.array_equal(w.params[k], w2.params[k]) for k in w.params)
+    # Without fit_valid the validation items only watch: training is as without them.
+    no_fit = cfg.model_copy(update={"fit_valid": False})
+    w3, w4 = train_sasrec(train, n, no_fit, valid=valid), train_sasrec(train, n, no_fit)
+    assert all(np.array_equal(w3.params[k], w4.params[k]) for k in w.params)
+    assert not all(np.array_equal(w.params[k], w3.params[k]) for k in w.params)
     sampled = train_sasrec(
         train, n, cfg.model_copy(update={"loss": "sampled", "n_negatives": 6, "epochs": 6})
     )
