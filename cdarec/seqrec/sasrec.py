@@ -416,10 +416,11 @@ def fit_sequences(
 def _valid_set(
     train_seqs: Mapping[str, np.ndarray],
     valid: Mapping[str, int | None],
+    users: list[str],
     n_items: int,
     cfg: TrainConfig,
 ) -> _ValidSet | None:
-    users = watched_users(train_seqs, valid, cfg)
+    """Protocol A candidates for the watched ``users``' validation items."""
     if not users:
         return None
     cands = sample_candidates(valid, n_items, users, n_neg=min(19, n_items - 1), seed=cfg.seed)
@@ -557,9 +558,12 @@ def train_sasrec(
     rng = np.random.default_rng(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed + 1)
 
-    vs = _valid_set(train_seqs, valid, n_items, cfg) if valid is not None else None
-    if valid is not None and cfg.fit_valid:
-        train_seqs = fit_sequences(train_seqs, valid, watched_users(train_seqs, valid, cfg))
+    vs = None
+    if valid is not None:
+        watched = watched_users(train_seqs, valid, cfg)
+        vs = _valid_set(train_seqs, valid, watched, n_items, cfg)
+        if cfg.fit_valid:
+            train_seqs = fit_sequences(train_seqs, valid, watched)
     arch = cfg.arch(n_items)
     module = _build_module(arch, cfg.dropout, cfg.attn_dropout, cfg.seed)
     module.train()
