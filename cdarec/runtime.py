@@ -81,12 +81,12 @@ class Resources:
         choice = self.settings.sequence_model
         if choice != "transition":
             from cdarec.seqrec.runtime import SASRecModel
-            from cdarec.seqrec.train_cli import model_path
+            from cdarec.seqrec.train_cli import model_path, with_transition_blend
 
             path = model_path(self.dataset, self.settings.home, train_config(self.dataset))
             if path.exists():
                 try:
-                    return SASRecModel.load(path)
+                    return with_transition_blend(SASRecModel.load(path), self.dataset, path)
                 except ValueError:
                     if choice == "sasrec":
                         raise

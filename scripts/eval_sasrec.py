@@ -71,6 +71,7 @@ def evaluate_full(model: SASRecModel, ds, on: str = "test") -> dict[str, dict[st
     settings without looking at the test items; for a model trained with ``fit_valid``,
     only the watched users', the others' validation items having been trained on)."""
     from cdarec.bench.full import _rank_of_label, metrics, structured_row
+    from cdarec.device.ranking import structured_blend
     from cdarec.device.sequence import TransitionModel
 
     split = leave_one_out(ds)
@@ -85,6 +86,7 @@ def evaluate_full(model: SASRecModel, ds, on: str = "test") -> dict[str, dict[st
         full = [np.asarray(history_before_test(ds, u), dtype=np.int64) for u in users]
         labels = [int(ds.sequence(u)[-1]) for u in users]
     tm = TransitionModel.fit(split.train, ds.n_items)
+    blend = structured_blend(model)
     out: dict[str, dict[str, float]] = {}
     blended: list[int] = []  # the full-history pass also gives the +transition blend
     for hl in (50, None):
@@ -96,7 +98,8 @@ def evaluate_full(model: SASRecModel, ds, on: str = "test") -> dict[str, dict[st
             for row, h, y in zip(batch, full[part], labels[part], strict=True):
                 ranks.append(_rank_of_label(row, h, y))
                 if hl is None:
-                    blended.append(_rank_of_label(structured_row(row, tm.scores(h), h), h, y))
+                    row = structured_row(row, tm.scores(h), h, blend)
+                    blended.append(_rank_of_label(row, h, y))
         hr, nd = metrics(np.array(ranks))
         out[f"{on} full hist={hl or 'full'}"] = {"HR@10": hr, "NDCG@10": nd}
     hr, nd = metrics(np.array(blended))
@@ -148,6 +151,10 @@ def main() -> int:
         model = SASRecModel(weights)
         if args.out:
             model.save(args.out)
+    if args.protocol == "full":  # the transition weight the device would use
+        from cdarec.seqrec.train_cli import with_transition_blend
+
+        model = with_transition_blend(model, ds)
     meta = model.meta
     print(
         f"train: {meta.get('epochs_done')} epochs, {meta.get('train_s')} s, "
@@ -156,6 +163,10 @@ def main() -> int:
         flush=True,
     )
     if args.protocol == "full":
+        print(
+            f"transition weight {meta['transition_blend']} (validation NDCG@10, "
+            f"{meta['transition_blend_users']} users): {meta.get('transition_blend_sweep')}"
+        )
         for name, m in [
             *evaluate_full(model, ds, "valid").items(),
             *evaluate_full(model, ds).items(),

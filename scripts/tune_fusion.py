@@ -3,9 +3,12 @@
 For every ML-1M user: the history before the validation item, the validation item plus
 19 uniform negatives (seed 7, not the test seed), and NDCG@10 of z-score mixtures of
 SASRec, the transition model, log-popularity and the embedding similarity to the mean
-of the last 20 watched items. Watched items are ranked last, as on the device. Picks
-``TRANSITION_BLEND`` in cdarec/device/ranking.py; never looks at the test items, and
-keeps to the users whose validation items the served SASRec did not train on.
+of the last 20 watched items. Watched items are ranked last, as on the device. Chose
+the fallback ``TRANSITION_BLEND`` in cdarec/device/ranking.py (the weight the device
+uses is chosen per model when it is trained, in full ranking: ``choose_transition_blend``
+in cdarec/seqrec/train_cli.py; this is the 20-candidate view of the same question);
+never looks at the test items, and keeps to the users whose validation items the served
+SASRec did not train on.
 
     .venv/bin/python scripts/tune_fusion.py [--dataset ml-1m]
 """
@@ -75,7 +78,7 @@ def main() -> None:
     print("best mixtures: NDCG@10, transition, pop, history-embedding weights (SASRec = 1)")
     for row in grid[:8]:
         print("  {:.2f}  {:.2f}  {:.2f}  {:.2f}".format(*row))
-    for a in (0.1, 0.15, 0.2, 0.5):
+    for a in (0.04, 0.06, 0.08, 0.1, 0.15, 0.2, 0.5):
         print(f"  sasrec + {a} transition: {nd(z(seq_s) + a * z(tr)):.2f}")
 
 

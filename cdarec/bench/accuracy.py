@@ -46,7 +46,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from cdarec.data import Dataset, leave_one_out
 from cdarec.data.split import history_before_test
-from cdarec.device.ranking import blend_structured, catalogue_structured
+from cdarec.device.ranking import blend_structured, catalogue_structured, structured_blend
 from cdarec.memory.device_memory import DeviceRecord
 from cdarec.runtime import Resources, use_resources
 from cdarec.seqrec.protocol import demote_seen, label_ranks, ndcg_at, sample_candidates
@@ -178,15 +178,17 @@ def score_without_llm(
     if method == "structured":
         seq = score_without_llm("sasrec", proto, users, res, seed)
         trans = score_without_llm("transition", proto, users, res, seed)
-        return np.stack([blend_structured(a, b) for a, b in zip(seq, trans, strict=True)])
+        w = structured_blend(res.sasrec_model())
+        return np.stack([blend_structured(a, b, w) for a, b in zip(seq, trans, strict=True)])
     if method == "sasrec+transition":
         seq = score_without_llm("sasrec+device", proto, users, res, seed)
         trans = score_without_llm("transition-full", proto, users, res, seed)
         seen = [np.isin(c, proto.histories[u]) for u, c in zip(users, cands, strict=True)]
         # The device ranking's structured signal: watched items are left out of its pool
         # (so out of the standardisation) and ranked last.
+        w = structured_blend(res.sasrec_model())
         return np.stack(
-            [catalogue_structured(a, b, ~w) for a, b, w in zip(seq, trans, seen, strict=True)]
+            [catalogue_structured(a, b, ~s, w) for a, b, s in zip(seq, trans, seen, strict=True)]
         )
     if method == "transition-full":  # the device's transition scores: the full history
         model = res.transition_model

@@ -30,7 +30,7 @@ from cdarec.bench.accuracy import (
     graph_turns,
 )
 from cdarec.data.derive import derive_seq_dataset
-from cdarec.device.ranking import catalogue_structured
+from cdarec.device.ranking import catalogue_structured, structured_blend
 from cdarec.runtime import Resources
 from cdarec.settings import Settings
 
@@ -76,12 +76,14 @@ def _rank_of_label(scores: np.ndarray, history: np.ndarray, label: int) -> int:
     return int((s >= s[label]).sum() - 1)
 
 
-def structured_row(seq: np.ndarray, trans: np.ndarray, history: np.ndarray) -> np.ndarray:
-    """The device's structured signal over the catalogue (SASRec + transition), with the
-    history's items left out of the standardisation and ranked last."""
+def structured_row(
+    seq: np.ndarray, trans: np.ndarray, history: np.ndarray, blend: float
+) -> np.ndarray:
+    """The device's structured signal over the catalogue (SASRec + ``blend`` x transition),
+    with the history's items left out of the standardisation and ranked last."""
     unseen = np.ones(len(seq), dtype=bool)
     unseen[np.unique(history)] = False
-    return catalogue_structured(seq, trans, unseen)
+    return catalogue_structured(seq, trans, unseen, blend)
 
 
 def full_scores(method: str, proto: ProtocolA, users: list[str], res: Resources) -> np.ndarray:
@@ -101,6 +103,7 @@ def full_scores(method: str, proto: ProtocolA, users: list[str], res: Resources)
             ]
         )
     model, tm = res.sasrec_model(), res.transition_model
+    blend = structured_blend(model)
     out = []
     for start in range(0, len(users), 256):
         part = users[start : start + 256]
@@ -110,7 +113,7 @@ def full_scores(method: str, proto: ProtocolA, users: list[str], res: Resources)
         for u, row in zip(part, batch, strict=True):
             h = proto.histories[u]
             if method == "sasrec+transition":
-                row = structured_row(row, tm.scores(h), h)
+                row = structured_row(row, tm.scores(h), h, blend)
             out.append(_rank_of_label(row, h, labels[u]))
     return np.array(out)
 

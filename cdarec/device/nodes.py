@@ -23,6 +23,7 @@ from cdarec.device.ranking import (
     fuse,
     judgement_schema,
     salvage_judgement,
+    structured_blend,
     template_reason,
 )
 from cdarec.device.sequence import top_k
@@ -117,7 +118,8 @@ def structured_scores(
 ) -> tuple[np.ndarray, str]:
     """The device's structured signal for every catalogue item (``-inf`` for excluded
     ones), over the full private history: the trained model, with the transition model
-    blended in as the ensemble's second member when SASRec leads. Proposals and the
+    blended in as the ensemble's second member when SASRec leads (at the weight chosen
+    for the model on validation, ``structured_blend``). Proposals and the
     pool's ``sequence`` scores both come from it."""
     seq_in = sequence_input(res, rec)
     model = res.sequence_model
@@ -128,7 +130,7 @@ def structured_scores(
         second, name = res.transition_model.scores(seq_in), f"{model.name}+transition"
     eligible = np.ones(res.dataset.n_items, dtype=bool)
     eligible[excluded] = False
-    return catalogue_structured(scores, second, eligible), name
+    return catalogue_structured(scores, second, eligible, structured_blend(model)), name
 
 
 def model_sequence_on_device(

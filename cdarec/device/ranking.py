@@ -6,11 +6,12 @@ and measured to cost 6-9 NDCG@10 points on Protocol A (`cdarec bench accuracy`):
 turn a confident sequence model's wide margin into one rank step, so that a weak
 signal (semantic similarity to an abstract profile) could overturn it. The structured
 signal is the trained SASRec blended with the transition model (a small ensemble; the
-blend weight was chosen on the validation split, see ``TRANSITION_BLEND``), computed
-over the whole catalogue (``catalogue_structured``): the device's proposals are its top
-items and every pool item carries its catalogue-level value. The device
-SLM sees the top of the fused list together with the private recent history, picks and
-orders the ones it believes fit, and writes the reasons; its order is the third signal.
+blend weight is chosen per data set on the validation split when the model is trained,
+see ``blend_sweep``), computed over the whole catalogue (``catalogue_structured``): the
+device's proposals are its top items and every pool item carries its catalogue-level
+value. The device SLM sees the top of the fused list together with the private recent
+history, picks and orders the ones it believes fit, and writes the reasons; its order is
+the third signal.
 """
 
 from __future__ import annotations
@@ -123,12 +124,53 @@ def judgement_schema(n: int, picks: int) -> dict[str, object]:
     }
 
 
-# z(SASRec) + 0.15 z(transition), chosen on ML-1M's validation split, never the test
-# items (scripts/tune_fusion.py: history before the validation item, 19 uniform
-# negatives): NDCG@10 82.8 -> 83.7 (0.1: 83.7, 0.2: 83.4, 0.5: 81.8, a first model:
-# 81.8 -> 82.7 at 0.15). In full ranking (Protocol B's data, validation items, 2,000
-# users) 0.1-0.15 was best too: HR@10 0.258 -> 0.279-0.282.
+# The weight of z(transition) in the structured signal is a setting of the trained model,
+# chosen per data set on validation items it was not trained on (``blend_sweep``, run by
+# `cdarec train`; stored in the model file's meta as "transition_blend"). The constant is
+# the fallback for a model without one: ML-1M's choice on Protocol A's sampled validation
+# (scripts/tune_fusion.py: NDCG@10 82.8 -> 83.7, 0.1: 83.7, 0.2: 83.4, 0.5: 81.8). On
+# Protocol B's data full ranking prefers less: HR@10 0.2952 at 0.15, 0.3017 at 0.08.
 TRANSITION_BLEND = 0.15
+# The weights ``blend_sweep`` tries.
+BLEND_GRID = (0.0, 0.02, 0.04, 0.06, 0.08, 0.1, 0.12, 0.15, 0.2, 0.3)
+
+
+def structured_blend(model: object) -> float:
+    """The transition weight that goes with a trained model: the one chosen on validation
+    when it was trained (``meta["transition_blend"]``), else ``TRANSITION_BLEND``."""
+    meta = getattr(model, "meta", None) or {}
+    value = meta.get("transition_blend") if isinstance(meta, dict) else None
+    return float(value) if isinstance(value, int | float) else TRANSITION_BLEND
+
+
+def blend_sweep(
+    seq: np.ndarray,
+    trans: np.ndarray,
+    eligible: np.ndarray,
+    labels: np.ndarray,
+    grid: Sequence[float] = BLEND_GRID,
+    k: int = 10,
+) -> dict[float, tuple[float, float]]:
+    """HR@k and NDCG@k of the structured signal (``catalogue_structured``) for each blend
+    weight in ``grid``, ranking each row's label among its eligible items (ties count
+    against the label). ``seq``, ``trans``: (U, n_items) scores; ``eligible``: (U, n_items)
+    bool; ``labels``: (U,) item indices, eligible in their row."""
+
+    def z(x: np.ndarray) -> np.ndarray:
+        x = np.where(eligible, np.asarray(x, dtype=np.float64), np.nan)
+        sd = np.nanstd(x, axis=1, keepdims=True)
+        out = (x - np.nanmean(x, axis=1, keepdims=True)) / np.where(sd > 1e-12, sd, np.inf)
+        return np.where(eligible, out, -np.inf)
+
+    zs, zt = z(seq), z(trans)
+    rows = np.arange(len(labels))
+    out: dict[float, tuple[float, float]] = {}
+    for b in grid:
+        s = zs + b * np.where(eligible, zt, 0.0) if b else zs
+        rank = (s >= s[rows, labels][:, None]).sum(axis=1) - 1
+        hit = rank < k
+        out[float(b)] = (float(hit.mean()), float((hit / np.log2(rank + 2.0)).mean()))
+    return out
 
 
 def standardise(values: np.ndarray) -> np.ndarray:

@@ -4,6 +4,10 @@ The cache file is ``sasrec-<dataset>-<key>.npz`` where ``key`` hashes the data s
 and content (a checksum of its interaction arrays), the training configuration and the
 model file format, so changing any of them trains a new model; a cached file that cannot
 be read is retrained, never trusted.
+
+With the weights the file carries the weight of the transition model in the device's
+structured signal, chosen on validation items the model did not train on
+(``choose_transition_blend``): a setting of the trained model, like its epochs.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import json
 import logging
 import zlib
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -49,6 +53,70 @@ def model_path(ds: Dataset, home: Path | str, cfg: TrainConfig) -> Path:
     return Path(home) / "models" / f"sasrec-{safe}-{model_key(ds, cfg)}.npz"
 
 
+BLEND_USERS = 2000  # at most this many validation users choose the transition weight
+
+
+def choose_transition_blend(model: SASRecModel, ds: Dataset) -> dict[str, Any]:
+    """Meta entries fixing the transition model's weight in the structured signal.
+
+    Each weight of ``BLEND_GRID`` is tried on the validation items the model has not been
+    trained on (``untrained_valid_users``: the watched users for a ``fit_valid`` model; a
+    seeded sample of at most ``BLEND_USERS``), ranked as the device ranks them: the whole
+    catalogue less the history (``blend_sweep``), the history being the training
+    sequence and the transition model the device's (fitted on the training split). The
+    weight with the best NDCG@10 wins. The device reads it with ``structured_blend``.
+    """
+    from cdarec.data import leave_one_out
+    from cdarec.device.ranking import BLEND_GRID, TRANSITION_BLEND, blend_sweep
+    from cdarec.device.sequence import TransitionModel
+    from cdarec.seqrec.sasrec import untrained_valid_users
+
+    split = leave_one_out(ds)
+    clean = untrained_valid_users(model.meta, split.train, split.valid)
+    users = [u for u in split.valid_users() if u in clean and len(split.train[u])]
+    if len(users) > BLEND_USERS:
+        pick = np.random.default_rng(0).choice(len(users), BLEND_USERS, replace=False)
+        users = [users[i] for i in sorted(pick)]
+    if not users:
+        return {"transition_blend": TRANSITION_BLEND, "transition_blend_users": 0}
+    tm = TransitionModel.fit(split.train, ds.n_items)
+    totals = np.zeros((len(BLEND_GRID), 2))
+    for start in range(0, len(users), 256):
+        part = users[start : start + 256]
+        hists = [np.asarray(split.train[u], dtype=np.int64) for u in part]
+        labels = np.array([int(split.valid[u]) for u in part])  # type: ignore[arg-type]
+        eligible = np.ones((len(part), ds.n_items), dtype=bool)
+        for i, h in enumerate(hists):
+            eligible[i, h] = False
+        eligible[np.arange(len(part)), labels] = True
+        trans = np.stack([tm.scores(h) for h in hists])
+        sweep = blend_sweep(model.scores_batch(hists), trans, eligible, labels, BLEND_GRID)
+        totals += len(part) * np.array([sweep[float(b)] for b in BLEND_GRID])
+    totals /= len(users)
+    best = max(range(len(BLEND_GRID)), key=lambda i: (totals[i, 1], totals[i, 0]))
+    return {
+        "transition_blend": float(BLEND_GRID[best]),
+        "transition_blend_users": len(users),
+        "transition_blend_sweep": {
+            str(b): {"HR@10": round(hr, 4), "NDCG@10": round(nd, 4)}
+            for b, (hr, nd) in zip(BLEND_GRID, totals.tolist(), strict=True)
+        },
+    }
+
+
+def with_transition_blend(model: SASRecModel, ds: Dataset, path: Path | None = None) -> SASRecModel:
+    """``model`` with its transition weight chosen (a file written before the weight was
+    part of it gets one now, saved back to ``path`` so that it is chosen once)."""
+    if "transition_blend" not in model.meta:
+        model.meta.update(choose_transition_blend(model, ds))
+        if path is not None:
+            try:
+                model.save(path)
+            except OSError as e:  # a read-only cache: chosen again next time
+                log.warning("could not save the transition weight into %s: %s", path, e)
+    return model
+
+
 def train_or_load(
     ds: Dataset,
     home: Path | str,
@@ -73,7 +141,7 @@ def train_or_load(
         try:
             model = SASRecModel.load(path)
             if model.n_items == ds.n_items:
-                return model
+                return with_transition_blend(model, ds, path)
             log.warning(
                 "%s: %d items, data set has %d; retraining", path, model.n_items, ds.n_items
             )
@@ -122,12 +190,13 @@ def train_or_load(
         weights = train_sasrec(
             split.train, ds.n_items, cfg, progress=on_progress, valid=split.valid
         )
-    model = SASRecModel(weights)
+    model = with_transition_blend(SASRecModel(weights), ds)
     model.save(path)
     meta = weights.meta
     console.print(
         f"SASRec {ds.name}: {meta['epochs_done']} epochs in {meta['train_s']:.0f} s"
         + (" (fitted to the time budget)" if meta["budget_bound"] else "")
-        + f" -> {path}"
+        + f"; transition weight {meta['transition_blend']:g}"
+        + f" (validation, {meta['transition_blend_users']} users) -> {path}"
     )
     return model

@@ -6,11 +6,14 @@ import numpy as np
 import pytest
 
 from cdarec.device.ranking import (
+    TRANSITION_BLEND,
     PoolItem,
     blend_structured,
+    blend_sweep,
     catalogue_structured,
     fuse,
     standardise,
+    structured_blend,
 )
 from cdarec.graph.plan import default_plan
 from tests.unit.test_plan import abstract
@@ -47,6 +50,42 @@ def test_the_transition_model_breaks_near_ties_of_the_sequence_model() -> None:
     alone = standardise(seq)
     assert blend_structured(seq, trans, blend=0.0).tolist() == pytest.approx(alone.tolist())
     assert blend_structured(seq, None).tolist() == pytest.approx(alone.tolist())
+
+
+def test_blend_sweep_ranks_the_label_among_eligible_items_hand_computed() -> None:
+    seq = np.array([[3.0, 2.0, 1.0, 0.0], [1.0, 1.0, 0.0, 0.0]])
+    trans = np.array([[0.0, 0.0, 5.0, 0.0], [0.0, 0.0, 0.0, 0.0]])
+    eligible = np.ones((2, 4), dtype=bool)
+    labels = np.array([2, 1])
+    # Row 0: the label is third on SASRec (rank 2); at weight 1 the transition lifts it
+    # to the top (z 1.29 against 0.77). Row 1: a tie with item 0 counts against the label
+    # (rank 1), and a constant transition signal changes nothing.
+    out = blend_sweep(seq, trans, eligible, labels, grid=(0.0, 1.0), k=2)
+    assert out[0.0] == pytest.approx((0.5, 0.5 * (0.0 + 1 / np.log2(3))))
+    assert out[1.0] == pytest.approx((1.0, 0.5 * (1.0 + 1 / np.log2(3))))
+    # An ineligible (watched) item does not count: without item 0, row 0's label is 2nd.
+    eligible[0, 0] = False
+    assert blend_sweep(seq, trans, eligible, labels, grid=(0.0,), k=2)[0.0][0] == 1.0
+    # The sweep's ranking is the device's: catalogue_structured's order.
+    rng = np.random.default_rng(1)
+    seq, trans = rng.normal(size=(1, 40)), rng.exponential(size=(1, 40))
+    elig = rng.random((1, 40)) > 0.2
+    lab = int(np.flatnonzero(elig[0])[5])
+    row = catalogue_structured(seq[0], trans[0], elig[0], 0.3)
+    rank = int((row > row[lab]).sum())
+    hit, nd = blend_sweep(seq, trans, elig, np.array([lab]), grid=(0.3,), k=40)[0.3]
+    assert hit == 1.0
+    assert nd == pytest.approx(1 / np.log2(rank + 2))
+
+
+def test_the_model_carries_its_transition_weight() -> None:
+    class Model:
+        def __init__(self, meta: dict) -> None:
+            self.meta = meta
+
+    assert structured_blend(Model({"transition_blend": 0.06})) == 0.06
+    assert structured_blend(Model({})) == TRANSITION_BLEND  # a file from before the field
+    assert structured_blend(object()) == TRANSITION_BLEND
 
 
 def test_the_catalogue_signal_is_standardised_over_eligible_items_only() -> None:
