@@ -441,10 +441,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from cdarec.device.ranking import structured_blend
+
     res = Resources(settings_from(args))
     model = res.sasrec_model(err_console, retrain=args.retrain)
     console.print(
-        f"SASRec for {res.dataset.name}: {model.n_items} items, hidden {model.arch.hidden}; "
+        f"SASRec for {res.dataset.name}: {model.n_items} items, hidden {model.arch.hidden}, "
+        f"transition weight {structured_blend(model):g} (chosen on validation); "
         "the device side uses it from now on (settings: sequence_model = auto)"
     )
     return 0

@@ -74,3 +74,15 @@ def test_without_untrained_validation_items_the_fallback_stays(ds, home: Path) -
     model = train_or_load(ds, home, WATCHED.model_copy(update={"valid_users": 0}))
     assert model.meta["transition_blend"] == TRANSITION_BLEND
     assert model.meta["transition_blend_users"] == 0
+
+
+def test_cdarec_train_says_which_weight_the_device_will_use(
+    ds, home: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from cdarec import app, runtime
+
+    monkeypatch.setattr(runtime, "train_config", lambda d: WATCHED)
+    assert app.main(["train", "--dataset", "ml-100k", "--home", str(home)]) == 0
+    chosen = train_or_load(ds, home, WATCHED).meta["transition_blend"]
+    out = " ".join(capsys.readouterr().out.split())  # rich wraps at the terminal width
+    assert f"transition weight {chosen:g} (chosen on validation)" in out
