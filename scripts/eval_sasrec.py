@@ -81,6 +81,7 @@ def evaluate_full(model: SASRecModel, ds, on: str = "test") -> dict[str, dict[st
         users = [u for u in users if u in clean]
         full = [np.asarray(split.train[u], dtype=np.int64) for u in users]
         labels = [int(split.valid[u]) for u in users]  # type: ignore[arg-type]
+        print(f"validation rows: {len(users)} users whose validation item is untrained")
     else:
         users = split.test_users()
         full = [np.asarray(history_before_test(ds, u), dtype=np.int64) for u in users]

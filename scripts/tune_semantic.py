@@ -51,7 +51,8 @@ def main() -> int:
     base = bench_resources(settings, console, None)
     ds = base.dataset
     split = leave_one_out(ds)
-    clean = untrained_valid_users(base.sasrec_model().meta, split.train, split.valid)
+    meta = getattr(base.sequence_model, "meta", {})  # the model the graph runs
+    clean = untrained_valid_users(meta, split.train, split.valid)
     users = [u for u in split.valid_users() if len(split.train[u]) >= 3 and u in clean]
     rng = np.random.default_rng(args.seed)
     n = min(args.users, len(users))
