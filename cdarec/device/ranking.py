@@ -151,23 +151,17 @@ def blend_sweep(
     grid: Sequence[float] = BLEND_GRID,
     k: int = 10,
 ) -> dict[float, tuple[float, float]]:
-    """HR@k and NDCG@k of the structured signal (``catalogue_structured``) for each blend
-    weight in ``grid``, ranking each row's label among its eligible items (ties count
-    against the label). ``seq``, ``trans``: (U, n_items) scores; ``eligible``: (U, n_items)
-    bool; ``labels``: (U,) item indices, eligible in their row."""
-
-    def z(x: np.ndarray) -> np.ndarray:
-        x = np.where(eligible, np.asarray(x, dtype=np.float64), np.nan)
-        sd = np.nanstd(x, axis=1, keepdims=True)
-        out = (x - np.nanmean(x, axis=1, keepdims=True)) / np.where(sd > 1e-12, sd, np.inf)
-        return np.where(eligible, out, -np.inf)
-
-    zs, zt = z(seq), z(trans)
-    rows = np.arange(len(labels))
+    """HR@k and NDCG@k of the structured signal (``catalogue_structured``, row by row) for
+    each blend weight in ``grid``, ranking each row's label among its eligible items (ties
+    count against the label). ``seq``, ``trans``: (U, n_items) scores; ``eligible``:
+    (U, n_items) bool; ``labels``: (U,) item indices, eligible in their row."""
     out: dict[float, tuple[float, float]] = {}
     for b in grid:
-        s = zs + b * np.where(eligible, zt, 0.0) if b else zs
-        rank = (s >= s[rows, labels][:, None]).sum(axis=1) - 1
+        ranks = []
+        for s, t, e, y in zip(seq, trans, eligible, labels, strict=True):
+            row = catalogue_structured(s, t, e, b)
+            ranks.append(int((row >= row[y]).sum()) - 1)
+        rank = np.array(ranks)
         hit = rank < k
         out[float(b)] = (float(hit.mean()), float((hit / np.log2(rank + 2.0)).mean()))
     return out
