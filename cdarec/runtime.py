@@ -19,6 +19,7 @@ from cdarec.catalogue.store import Catalogue, open_catalogue
 from cdarec.data import Dataset, leave_one_out, load_dataset
 from cdarec.device.sequence import SequenceScorer, TransitionModel
 from cdarec.graph.plan import Plan
+from cdarec.graph.request import CatalogueFacts, Vocabulary
 from cdarec.llm.factory import LLM, build_llm
 from cdarec.memory.device_memory import (
     DeviceMemory,
@@ -150,6 +151,24 @@ class Resources:
         if cat.count() == 0:  # first use without `cdarec index`
             cat.index(self.dataset.items)
         return cat
+
+    @_lazy
+    def vocabulary(self) -> Vocabulary:
+        """The public catalogue as the request parser reads it (genres, titles)."""
+        ds = self.dataset
+        return Vocabulary.build(
+            ds.genres, [(it.item_id, it.title, it.label()) for it in ds.items], ds.popularity
+        )
+
+    @_lazy
+    def catalogue_facts(self) -> CatalogueFacts:
+        ds = self.dataset
+        return CatalogueFacts.build(ds.genres, [(it.genres, it.year) for it in ds.items])
+
+    @_lazy
+    def latest_year(self) -> int | None:
+        years = [it.year for it in self.dataset.items if it.year]
+        return max(years) if years else None
 
     @_lazy
     def dataset_end(self) -> float:

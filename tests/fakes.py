@@ -67,7 +67,7 @@ def by_task(plan: str, queries: str, judge: str) -> Callable[[list[BaseMessage]]
 
     def script(messages: list[BaseMessage]) -> str:
         text = "\n".join(str(m.content) for m in messages)
-        if "Task: plan this turn" in text:
+        if "Task: choose the strategy" in text:
             return plan
         if "Task: write one short search query" in text:
             return queries

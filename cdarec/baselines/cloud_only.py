@@ -28,8 +28,8 @@ from langgraph.runtime import Runtime
 from langgraph.types import Checkpointer
 from pydantic import BaseModel, Field, ValidationInfo, field_validator
 
-from cdarec.cloud.nodes import INTENT_MAX_TOKENS, PLAN_MAX_TOKENS
-from cdarec.graph.plan import PlanDraft
+from cdarec.cloud.nodes import INTENT_MAX_TOKENS, PLAN_MAX_TOKENS, read_request
+from cdarec.graph.plan import STRATEGIES, PlanDraft
 from cdarec.graph.schemas import GenreName, Intent, RankedItem, StepRecord, intent_json_schema
 from cdarec.graph.steps import Step
 from cdarec.llm.structured import call_structured
@@ -170,13 +170,14 @@ def _cloud_values(res: Any, state: CloudOnlyState) -> dict[str, Any]:
         "retrieval_k": res.settings.retrieval_k,
         "abstract": _abstract_text(state.get("profile") or Profile()),
         "request": (state.get("request") or "").strip() or "(no request: recommend what fits)",
+        "reading": read_request(res, state.get("request") or "").describe(),
     }
 
 
 def plan_strategy(
     state: CloudOnlyState, runtime: Runtime[Settings], config: RunnableConfig
 ) -> dict[str, Any]:
-    """The plain agent plans every turn (no plan reuse); only ``k`` is used from it."""
+    """The plain agent plans every turn (no plan reuse); only the strategy's ``k`` is used."""
     res = get_resources(runtime.context)
     step = Step("plan_strategy", "cloud", 1)
     out = call_structured(
@@ -236,7 +237,7 @@ def retrieve_candidates(
     step = Step("retrieve_candidates", "cloud", 1)
     scope = list(state.get("scope") or [])
     plan, intent = state.get("plan"), state["intent"]
-    k = len(scope) if scope else (plan.k if plan else res.settings.retrieval_k)
+    k = len(scope) if scope else (STRATEGIES[plan.strategy].k if plan else res.settings.retrieval_k)
     watched = set(res.device_record(res.settings.user_id).history_ids())
     searches = [
         RetrievalInput(

@@ -64,12 +64,13 @@ class CollabIndex:
         k: int,
         *,
         genres: Iterable[str] = (),
+        genre_mode: str = "any",
         year_min: int | None = None,
         year_max: int | None = None,
         exclude_ids: Iterable[str] = (),
         only_ids: Iterable[str] = (),
     ) -> list[Hit]:
-        where = build_where(genres, year_min, year_max, exclude_ids, only_ids)
+        where = build_where(genres, year_min, year_max, exclude_ids, only_ids, genre_mode)
         n = min(k, max(self.count(), 1))
         res: Any = self.collection.query(
             query_embeddings=[list(map(float, vector))],

@@ -169,12 +169,13 @@ class Catalogue:
         k: int,
         *,
         genres: Iterable[str] = (),
+        genre_mode: str = "any",
         year_min: int | None = None,
         year_max: int | None = None,
         exclude_ids: Iterable[str] = (),
         only_ids: Iterable[str] = (),
     ) -> list[Hit]:
-        where = build_where(genres, year_min, year_max, exclude_ids, only_ids)
+        where = build_where(genres, year_min, year_max, exclude_ids, only_ids, genre_mode)
         vec = self.embeddings.embed_query(query) if isinstance(query, str) else list(query)
         n = min(k, max(self.count(), 1))
         results = self.store.similarity_search_by_vector_with_relevance_scores(
@@ -189,11 +190,15 @@ def build_where(
     year_max: int | None,
     exclude_ids: Iterable[str],
     only_ids: Iterable[str] = (),
+    genre_mode: str = "any",
 ) -> dict[str, Any] | None:
+    """A Chroma ``where`` clause; ``genre_mode`` "all" keeps items with every genre."""
     clauses: list[dict[str, Any]] = []
     gs = [genre_key(g) for g in genres]
     if len(gs) == 1:
         clauses.append({gs[0]: True})
+    elif gs and genre_mode == "all":
+        clauses.extend({g: True} for g in gs)
     elif gs:
         clauses.append({"$or": [{g: True} for g in gs]})
     if year_min is not None:

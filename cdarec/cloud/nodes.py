@@ -14,12 +14,16 @@ from langchain_core.runnables import RunnableConfig
 from langgraph.runtime import Runtime
 
 from cdarec.graph.plan import (
+    _EXPLORE,
     PlanDraft,
     ablated,
+    choose_strategy,
     default_plan,
     plan_cache_key,
+    plan_for,
     request_kind,
 )
+from cdarec.graph.request import Constraints, parse_request
 from cdarec.graph.schemas import COLLABORATIVE, Candidate, Intent, intent_json_schema
 from cdarec.graph.state import CloudView
 from cdarec.graph.steps import Step
@@ -33,7 +37,7 @@ from cdarec.tools.retrieval import (
     make_retrieval_tool,
 )
 
-PLAN_MAX_TOKENS = 120
+PLAN_MAX_TOKENS = 16  # '{"strategy": "request-led"}' is ~8 tokens
 INTENT_MAX_TOKENS = 60
 
 
@@ -44,12 +48,19 @@ def _request(state: CloudView) -> str:
 def _cloud_values(res: Any, state: CloudView) -> dict[str, Any]:
     """The variables of every cloud prompt. Both cloud prompts start with the same
     system text, abstract and request, so the second call reuses the first's prefix."""
+    constraints = state.get("constraints")
     return {
         "genres": ", ".join(res.dataset.genres),
         "retrieval_k": res.settings.retrieval_k,
         "abstract": state["abstract"].describe(),
         "request": _request(state),
+        "reading": constraints.describe() if constraints else "no constraint",
     }
+
+
+def read_request(res: Any, request: str) -> Constraints:
+    """The request's constraints, read by code against the public catalogue."""
+    return parse_request(request, res.vocabulary, res.latest_year)
 
 
 def plan_strategy(
@@ -67,35 +78,63 @@ def _plan_strategy(
     turn, abstract = state["turn"], state["abstract"]
     step = Step("plan_strategy", "cloud", turn)
     request = state.get("request") or ""
+    constraints = read_request(res, request)
+    state = {**state, "constraints": constraints}
+    reading = f"read: {constraints.describe()}"
     if res.settings.planner == "fixed":
-        plan = default_plan(abstract, request, res.settings.retrieval_k)
-        return {"plan": plan, "trace": step.done(status="skipped", detail="fixed plan")}
-    kind = request_kind(request, res.dataset.genres)
-    key = plan_cache_key(abstract, kind)
+        plan = default_plan(abstract, request, res.settings.retrieval_k, constraints)
+        return {
+            "plan": plan,
+            "constraints": constraints,
+            "trace": step.done(
+                status="skipped", detail=f"fixed plan: {plan.strategy} ({plan.note}); {reading}"
+            ),
+        }
+    kind = request_kind(request, constraints)
+    key = plan_cache_key(abstract, kind, bool(_EXPLORE.search(request)))
     if res.settings.plan_cache and (cached := res.plan_cache.get(key)) is not None:
         plan = cached.model_copy(update={"source": "cached"})
-        return {"plan": plan, "trace": step.done(status="cached", detail=f"reused for {kind}")}
+        return {
+            "plan": plan,
+            "constraints": constraints,
+            "trace": step.done(
+                status="cached", detail=f"{plan.strategy} reused for {kind}; {reading}"
+            ),
+        }
     messages = res.prompts["plan_strategy"].messages(**_cloud_values(res, state))
     out = call_structured(
         res.cloud_llm,
         PlanDraft,
         messages,
         max_tokens=PLAN_MAX_TOKENS,
-        context={"bucket": abstract.state.bucket},
+        context={"bucket": abstract.state.bucket, "like_items": bool(constraints.like_items)},
         fallback=lambda: None,  # type: ignore[arg-type, return-value]
         config=config,
     )
     if out.fallback or out.value is None:
-        plan = default_plan(abstract, request, res.settings.retrieval_k)
-        detail = f"fallback to default plan: {out.error}"
+        plan = default_plan(abstract, request, res.settings.retrieval_k, constraints)
+        detail = f"fallback to {plan.strategy} ({plan.note}): {out.error}"
     else:
-        plan = out.value.to_plan("repaired" if out.status == "repaired" else "planner")
+        rule, why = choose_strategy(abstract, constraints, request)
+        chosen = out.value.strategy
+        note = "planner" + (f"; the rule would take {rule} ({why})" if chosen != rule else "")
+        plan = plan_for(
+            chosen,
+            abstract,
+            res.settings.retrieval_k,
+            why=note,
+            source="repaired" if out.status == "repaired" else "planner",
+        )
         res.plan_cache[key] = plan  # only plans the planner wrote are reused
-        detail = f"{kind} request; {plan.note}"
+        detail = f"{kind} request: {chosen} ({note})"
     return {
         "plan": plan,
+        "constraints": constraints,
         "trace": step.done(
-            model=res.cloud_llm.name, usage=out.usage, status=out.status, detail=detail
+            model=res.cloud_llm.name,
+            usage=out.usage,
+            status=out.status,
+            detail=f"{detail}; {reading}",
         ),
     }
 
@@ -109,15 +148,34 @@ def fallback_intent(state: CloudView) -> Intent:
     return Intent(queries=[" ".join(p for p in parts if p).strip() or "popular movies"])
 
 
+def constraint_query(constraints: Constraints) -> str:
+    """A catalogue-style query from what the request asks ("Comedy, Romance movie from the
+    1990s"), written by code when the parser read the whole request."""
+    parts = [", ".join(constraints.genres) or "", "movie"]
+    if constraints.years_text():
+        parts.append("from " + constraints.years_text())
+    if constraints.like_labels:
+        parts.append("like " + " and ".join(constraints.like_labels))
+    return " ".join(p for p in parts if p)
+
+
 def model_semantics(
     state: CloudView, runtime: Runtime[Settings], config: RunnableConfig
 ) -> dict[str, Any]:
     res = get_resources(runtime.context)
     step = Step("model_semantics", "cloud", state["turn"])
-    if not (state.get("request") or "").strip():
+    request = (state.get("request") or "").strip()
+    if not request:
         # Nothing to interpret: the query comes from the abstract, no LLM call is made.
         intent = fallback_intent(state)
         detail = "no request: query from the abstract; " + " | ".join(intent.queries)
+        return {"intent": intent, "trace": step.done(status="skipped", detail=detail)}
+    constraints = state.get("constraints") or read_request(res, request)
+    if not constraints.empty and not constraints.residual:
+        # Code read every word of the request: the LLM would only paraphrase it (and cost
+        # ~6 s on the 1.5B here). The user's words and a catalogue-style query are searched.
+        intent = Intent(queries=[request, constraint_query(constraints)])
+        detail = "read by code: " + " | ".join(intent.queries)
         return {"intent": intent, "trace": step.done(status="skipped", detail=detail)}
     genres = res.dataset.genres
     messages = res.prompts["model_semantics"].messages(**_cloud_values(res, state))
@@ -132,8 +190,7 @@ def model_semantics(
         config=config,
     )
     intent = out.value
-    request = (state.get("request") or "").strip()
-    if request and request not in intent.queries:
+    if request not in intent.queries:
         # The user's own words are always searched too: small models paraphrase badly.
         intent = intent.model_copy(update={"queries": [request, *intent.queries][:3]})
     filters = ", ".join(intent.genres)
@@ -148,41 +205,51 @@ def model_semantics(
     }
 
 
+RELAX_MIN_HITS = 10  # a filter level that finds fewer is relaxed (Constraints.relaxations)
+
+
+def filters_for(constraints: Constraints | None, scope: list[str], k: int) -> dict[str, Any]:
+    """The catalogue filters of one search: the request's constraints, or, within a given
+    scope (an evaluation's candidate list), every scoped item and the scope as the filter."""
+    if scope:
+        return {"k": len(scope), "only_ids": scope}
+    c = constraints or Constraints()
+    return {
+        "k": k,
+        "genres": list(c.genres),
+        "genre_mode": c.genre_mode,
+        "exclude_genres": [*c.exclude_genres, *c.avoid_genres],
+        "year_min": c.year_min,
+        "year_max": c.year_max,
+    }
+
+
 def retrieve_candidates(
     state: CloudView, runtime: Runtime[Settings], config: RunnableConfig
 ) -> dict[str, Any]:
-    """One catalogue search per query, run in parallel (``tool.batch``), with the
-    intent's filters; results are merged by the ``candidates`` reducer."""
+    """One catalogue search per query, run in parallel (``tool.batch``), within the
+    request's constraints (relaxed in their stated order while the first query finds
+    fewer than ``RELAX_MIN_HITS``); results are merged by the ``candidates`` reducer."""
     res = get_resources(runtime.context)
     turn, plan, intent = state["turn"], state["plan"], state.get("intent")
     step = Step("retrieve_candidates", "cloud", turn)
     scope = list(state.get("scope") or [])
-    # Within a given scope, every scoped item is scored and the scope is the filter.
-    searches = [
-        RetrievalInput(
-            query=q,
-            k=len(scope) if scope else plan.retrieval.k,
-            genres=[] if scope else list(intent.genres),
-            year_min=None if scope else intent.year_min,
-            year_max=None if scope else intent.year_max,
-            only_ids=scope,
-        )
-        for q in (intent.queries if intent else [])
-    ]
+    queries = list(intent.queries) if intent else []
     tool = make_retrieval_tool(res.catalogue)
-    results = tool.batch([s.model_dump() for s in searches], config=config) if searches else []
-    hits_by_query = [(s.query, hits) for s, hits in zip(searches, results, strict=True)]
+    levels = [None] if scope else (state.get("constraints") or Constraints()).relaxations()
+    constraints = levels[0]
+    results: list[Any] = []
+    for constraints in levels:
+        filters = filters_for(constraints, scope, plan.retrieval.k)
+        searches = [RetrievalInput(query=q, **filters) for q in queries]
+        results = tool.batch([x.model_dump() for x in searches], config=config) if searches else []
+        if scope or not results or len(results[0]) >= min(RELAX_MIN_HITS, plan.retrieval.k):
+            break
+    hits_by_query = [(q, hits) for q, hits in zip(queries, results, strict=True)]
     vector, collab_k = state.get("user_vector"), plan.retrieval.collab_k
     collab = res.collab_index if vector and collab_k else None
     if collab is not None:
-        args = CollabInput(
-            vector=list(vector or []),
-            k=len(scope) if scope else collab_k,
-            genres=[] if scope or not intent else list(intent.genres),
-            year_min=None if scope or not intent else intent.year_min,
-            year_max=None if scope or not intent else intent.year_max,
-            only_ids=scope,
-        )
+        args = CollabInput(vector=list(vector or []), **filters_for(constraints, scope, collab_k))
         hits = make_collab_tool(collab).invoke(args.model_dump(), config=config)
         hits_by_query.append((COLLABORATIVE, hits))
     candidates = [
@@ -199,7 +266,9 @@ def retrieve_candidates(
         for h in hits
     ]
     n_collab = sum(len(h) for q, h in hits_by_query if q == COLLABORATIVE)
-    detail = f"{len(candidates) - n_collab} hits for {len(searches)} queries"
+    detail = f"{len(candidates) - n_collab} hits for {len(queries)} queries"
     if collab is not None:
         detail += f" + {n_collab} collaborative"
+    if constraints is not None and constraints.relaxed:
+        detail += "; relaxed: " + ", ".join(constraints.relaxed)
     return {"candidates": candidates, "trace": step.done(detail=detail)}

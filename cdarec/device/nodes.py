@@ -7,6 +7,7 @@ abstract for the cloud, and proposals / ranking / reply for the user on the devi
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -24,9 +25,10 @@ from cdarec.device.ranking import (
     judgement_schema,
     salvage_judgement,
     structured_blend,
-    template_reason,
 )
+from cdarec.device.reasons import ItemFacts, check_reason, fact_reason
 from cdarec.device.sequence import top_k
+from cdarec.graph.request import Constraints
 from cdarec.graph.schemas import COLLABORATIVE, Proposal, RankedItem
 from cdarec.graph.state import State
 from cdarec.graph.steps import Step
@@ -36,6 +38,7 @@ from cdarec.runtime import Resources, get_resources
 from cdarec.settings import Settings
 
 RECENT_FOR_JUDGE = 5
+RECENT_FOR_REASONS = 50  # a reason may point to any of the last 50 films watched
 # The SLM picks (and explains) its top one; the rest get template reasons. A pick costs
 # about 24 tokens ('{"n": 3, "reason": "..."}', reason <= 50 characters); under the JSON
 # grammar the 0.5B device model decodes ~14 tokens/s here, so the judgement took 3.5 s
@@ -133,6 +136,21 @@ def structured_scores(
     return catalogue_structured(scores, second, eligible, structured_blend(model)), name
 
 
+def bound_eligible(
+    res: Resources, state: State, excluded: np.ndarray
+) -> tuple[Constraints | None, np.ndarray]:
+    """The request's constraints at the strictest level that leaves enough unseen items
+    (``CatalogueFacts.bind``), and the mask of items that may be shown. The device reads
+    the cloud's reading of the request; the cloud never reads the history."""
+    eligible = np.ones(res.dataset.n_items, dtype=bool)
+    eligible[excluded] = False
+    constraints = state.get("constraints")
+    if constraints is None or not constraints.binding or state.get("scope"):
+        return constraints, eligible
+    level, mask = res.catalogue_facts.bind(constraints, eligible, res.settings.show_top)
+    return level, mask
+
+
 def model_sequence_on_device(
     state: State, runtime: Runtime[Settings], config: RunnableConfig
 ) -> dict[str, Any]:
@@ -143,29 +161,37 @@ def model_sequence_on_device(
     scope = state.get("scope")
     excluded = excluded_indices(res, rec, _thread(config), scope)
     scores, name = structured_scores(res, rec, excluded)
-    idx = top_k(scores, len(scope) if scope else res.settings.sequence_k, excluded)
+    constraints, eligible = bound_eligible(res, state, excluded)
+    k = len(scope) if scope else res.settings.sequence_k
+    idx = top_k(np.where(eligible, scores, -np.inf), k, np.flatnonzero(~eligible))
     proposals = [
         Proposal(turn=turn, item_id=res.dataset.items[int(i)].item_id, score=float(scores[i]))
         for i in idx
     ]
+    within = f" within {constraints.describe()}" if constraints and constraints.binding else ""
     return {
         "proposals": proposals,
         "trace": step.done(
-            model=name, detail=f"{len(proposals)} proposals from {len(rec.history)} events"
+            model=name,
+            detail=f"{len(proposals)} proposals{within} from {len(rec.history)} events",
         ),
     }
 
 
-def _pool(res: Resources, state: State, rec: DeviceRecord, excluded: np.ndarray) -> list[PoolItem]:
+def _pool(
+    res: Resources, state: State, rec: DeviceRecord, eligible: np.ndarray, extra: Sequence[int]
+) -> list[PoolItem]:
+    """Every candidate the cloud retrieved and the device proposed that may be shown
+    (``eligible``: unseen, not disliked, within the request's constraints), plus the
+    device's own ``extra`` items (the named film's neighbours)."""
     turn = state["turn"]
     ds = res.dataset
-    banned = set(excluded.tolist())
     avoid = set(rec.avoided_genres())
     pool: dict[str, PoolItem] = {}
 
     def add(item_id: str, source: str) -> PoolItem | None:
         idx = ds.item_index.get(item_id)
-        if idx is None or idx in banned:
+        if idx is None or not eligible[idx]:
             return None
         item = ds.items[idx]
         if avoid and avoid & set(item.genres):
@@ -186,12 +212,50 @@ def _pool(res: Resources, state: State, rec: DeviceRecord, excluded: np.ndarray)
     for pr in state.get("proposals") or []:
         if pr.turn == turn:
             add(pr.item_id, "sequence")
+    for i in extra:
+        add(ds.items[int(i)].item_id, "similar")
     if not pool:  # nothing retrieved or proposed: popularity keeps the turn useful
-        for i in top_k(
-            ds.popularity.astype(np.float64), 30, np.array(sorted(banned), dtype=np.int64)
-        ):
+        for i in top_k(ds.popularity.astype(np.float64), 30, np.flatnonzero(~eligible)):
             add(ds.items[int(i)].item_id, "popularity")
     return list(pool.values())
+
+
+def likeness(res: Resources, anchors: Sequence[int]) -> np.ndarray:
+    """How like the named films each catalogue item is: cosine in the structured model's
+    item space (its neighbours; the transition model's rows without one), averaged with
+    the share of genres in common (Jaccard)."""
+    ds, model = res.dataset, res.sequence_model
+    if hasattr(model, "item_vectors"):
+        vecs = model.item_vectors()
+        unit = vecs / np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-9)
+        near = (unit @ unit[list(anchors)].T).max(axis=1)
+    else:
+        rows = [res.transition_model.scores(np.array([a], dtype=np.int64)) for a in anchors]
+        near = np.max(rows, axis=0)
+        near = near / max(float(near.max()), 1e-9)
+    has = res.catalogue_facts.has_genre
+    a = has[list(anchors)].any(axis=0)
+    inter = (has & a).sum(axis=1)
+    union = (has | a).sum(axis=1)
+    jaccard = np.divide(inter, union, out=np.zeros(ds.n_items), where=union > 0)
+    return 0.5 * near + 0.5 * jaccard
+
+
+def nearest_in_history(res: Resources, history: np.ndarray, items: Sequence[int]) -> list[int]:
+    """For each item, the film of the recent history closest to it in the structured
+    model's item space (the transition model's strongest predecessor without one): what
+    a reason may point to. -1 where there is no history."""
+    recent = np.unique(history[-RECENT_FOR_REASONS:])
+    if not len(recent) or not len(items):
+        return [-1] * len(items)
+    model = res.sequence_model
+    if hasattr(model, "item_vectors"):
+        vecs = model.item_vectors()
+        unit = vecs / np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-9)
+        sims = unit[list(items)] @ unit[recent].T
+    else:
+        sims = res.transition_model.trans[recent][:, list(items)].toarray().T
+    return [int(recent[j]) for j in sims.argmax(axis=1)]
 
 
 def _semantic_on_device(res: Resources, pool: list[PoolItem], texts: list[str]) -> None:
@@ -218,22 +282,39 @@ def rank_on_device(
     rec = res.device_record(res.settings.user_id)
     thread = _thread(config)
     excluded = excluded_indices(res, rec, thread, state.get("scope"))
-    pool = _pool(res, state, rec, excluded)
+    constraints, eligible = bound_eligible(res, state, excluded)
     ds = res.dataset
+    anchors = [
+        ds.item_index[i]
+        for i in (constraints.like_items if constraints else [])
+        if i in ds.item_index
+    ]
+    like = likeness(res, anchors) if anchors else None
+    extra: list[int] = []
+    if like is not None:
+        eligible[anchors] = False  # the named film itself is known to the user
+        extra = top_k(np.where(eligible, like, -np.inf), 30, np.flatnonzero(~eligible)).tolist()
+    pool = _pool(res, state, rec, eligible, extra)
     # Structured scores for every pool item: the catalogue-level signal the proposals
     # came from (pool items are never excluded ones). Recomputed here rather than
     # carried in the state: a catalogue-sized array per turn, a few ms to compute.
     scores, _ = structured_scores(res, rec, excluded)
     for p in pool:
-        p.sequence = float(scores[ds.item_index[p.item_id]])
+        i = ds.item_index[p.item_id]
+        p.sequence = float(scores[i])
+        p.similar = float(like[i]) if like is not None else 0.0
     request = (state.get("request") or "").strip()
     intent = state.get("intent")
     queries = list(intent.queries) if intent else []
     _semantic_on_device(res, pool, [request, *queries])
     w = plan.weights
-    fuse(pool, w.sequence, w.semantic)
+    fuse(pool, w.sequence, w.semantic, w.similar)
     pool.sort(key=lambda p: -p.fused)
     usage, status, detail = Usage(), "ok", f"{len(pool)} candidates"
+    if constraints is not None and constraints.binding:
+        detail += f" within {constraints.describe()}"
+        if constraints.relaxed:
+            detail += f" (relaxed: {', '.join(constraints.relaxed)})"
     show = len(pool) if state.get("scope") else res.settings.show_top  # a scope is ranked whole
     # Stream the fused list before the SLM's judgement (seconds): the first items show
     # while the reasons are written (stream_mode="custom"; a no-op for plain invoke).
@@ -245,6 +326,8 @@ def rank_on_device(
             ]
         }
     )
+    history = res.history_indices(rec)
+    history_labels = [ds.items[int(i)].label() for i in history]
     m = min(res.settings.judge_top, len(pool))
     if plan.judge and m > 0:
         judged = pool[:m]
@@ -280,29 +363,50 @@ def rank_on_device(
         if out.error:
             detail += f"; {out.error}"
         pool.sort(key=lambda p: -p.fused)
-    last = rec.history_ids()[-1] if rec.history else None
-    last_label = ds.items[ds.item_index[last]].label() if last in ds.item_index else None
-    abstract = state.get("abstract")
-    top_genres = abstract.top_genres if abstract else []
-    ranking = [
-        RankedItem(
-            rank=r,
-            item_id=p.item_id,
-            label=p.label,
-            genres=p.genres,
-            year=p.year,
-            score=round(p.fused, 4),
-            parts=p.parts,
-            sources=tuple(sorted(p.sources)),
-            reason=p.reason
-            or template_reason(
-                p, last_label, request or (queries[0] if queries else None), top_genres
-            ),
+    shown = pool[:show]
+    like_label = constraints.like_labels[0] if constraints and constraints.like_labels else None
+    like_genres = ds.items[anchors[0]].genres if anchors else ()
+    neighbours = nearest_in_history(res, history, [ds.item_index[p.item_id] for p in shown])
+    allowed = [*history_labels, *(constraints.like_labels if constraints else [])]
+    ranking, replaced = [], 0
+    for r, (p, nb) in enumerate(zip(shown, neighbours, strict=True), 1):
+        facts = ItemFacts(p.label, p.genres, p.year)
+        reason, source = p.reason, "slm"
+        if reason and check_reason(reason, facts, res.vocabulary, allowed):
+            reason, replaced = "", replaced + 1  # a false claim: replaced by a true one
+        if not reason:
+            reason, source = (
+                fact_reason(
+                    facts,
+                    constraints,
+                    neighbour=ds.items[nb].label() if nb >= 0 else None,
+                    like_label=like_label,
+                    like_genres=like_genres,
+                    rank=r,
+                ),
+                "facts",
+            )
+        grounded = not check_reason(reason, facts, res.vocabulary, allowed)
+        ranking.append(
+            RankedItem(
+                rank=r,
+                item_id=p.item_id,
+                label=p.label,
+                genres=p.genres,
+                year=p.year,
+                score=round(p.fused, 4),
+                parts=p.parts,
+                sources=tuple(sorted(p.sources)),
+                reason=reason,
+                reason_source=source,
+                grounded=grounded,
+            )
         )
-        for r, p in enumerate(pool[:show], 1)
-    ]
+    if replaced:
+        detail += f"; {replaced} SLM reason(s) failed the fact check and were rewritten"
     return {
         "ranking": ranking,
+        "bound": constraints,
         "trace": step.done(
             model=res.device_llm.name if plan.judge else None,
             usage=usage,
@@ -312,6 +416,23 @@ def rank_on_device(
     }
 
 
+def answer_notes(request: str, bound: Constraints | None) -> list[str]:
+    """What the reply must say before the list: what could not be met, and how the
+    request was relaxed to find the closest items."""
+    notes = []
+    if bound is not None and bound.unknown_title:
+        notes.append(
+            f"I don't know \u201c{bound.unknown_title}\u201d in this catalogue, so these follow "
+            "your taste" + (f" within {bound.describe()}" if bound.binding else "") + "."
+        )
+    if bound is not None and bound.relaxed:
+        notes.append(
+            "Nothing you have not seen meets every part of the request; to show the closest "
+            f"I {', then '.join(bound.relaxed)}."
+        )
+    return notes
+
+
 def respond(state: State, runtime: Runtime[Settings], config: RunnableConfig) -> dict[str, Any]:
     res = get_resources(runtime.context)
     step = Step("respond", "device", state["turn"])
@@ -319,6 +440,11 @@ def respond(state: State, runtime: Runtime[Settings], config: RunnableConfig) ->
     thread = _thread(config)
     if thread and ranking and res.records is None:
         res.memory.record_shown(res.settings.user_id or "", thread, [r.item_id for r in ranking])
+    notes = answer_notes(state.get("request") or "", state.get("bound"))
     lines = [f"{r.rank}. {r.label} - {', '.join(r.genres)}\n   {r.reason}" for r in ranking]
-    reply = "\n".join(lines) if lines else "I found nothing to recommend; try another request."
+    reply = (
+        "\n".join([*notes, *lines])
+        if lines
+        else "I found nothing to recommend; try another request."
+    )
     return {"reply": reply, "scope": None, "trace": step.done(detail=f"{len(ranking)} items")}

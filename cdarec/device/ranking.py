@@ -188,6 +188,7 @@ class PoolItem:
     sources: set[str] = field(default_factory=set)
     sequence: float = 0.0  # the structured signal (catalogue level: structured_scores)
     semantic: float = 0.0
+    similar: float = 0.0  # likeness to the film the request names (``likeness``)
     judge: float = 0.0
     reason: str = ""
     fused: float = 0.0
@@ -225,15 +226,21 @@ def catalogue_structured(
     return out
 
 
-def fuse(pool: Sequence[PoolItem], w_sequence: float, w_semantic: float) -> None:
+def fuse(
+    pool: Sequence[PoolItem], w_sequence: float, w_semantic: float, w_similar: float = 0.0
+) -> None:
     """Pre-judgement fusion (in place); sets ``fused`` and the standardised parts."""
     if not pool:
         return
     seq = standardise(np.array([p.sequence for p in pool]))
     sem = standardise(np.array([p.semantic for p in pool]))
-    for p, s1, s2 in zip(pool, seq, sem, strict=True):
+    sim = standardise(np.array([p.similar for p in pool]))
+    for p, s1, s2, s3 in zip(pool, seq, sem, sim, strict=True):
         p.parts = {"sequence": round(float(s1), 4), "semantic": round(float(s2), 4)}
         p.fused = w_sequence * float(s1) + w_semantic * float(s2)
+        if w_similar:
+            p.parts["similar"] = round(float(s3), 4)
+            p.fused += w_similar * float(s3)
 
 
 def apply_judgement(
@@ -248,20 +255,3 @@ def apply_judgement(
     for p in pool:
         p.parts["judge"] = round(p.judge, 4)
         p.fused += w_judge * p.judge
-
-
-def template_reason(
-    p: PoolItem, last_label: str | None, query: str | None, top_genres: Sequence[str]
-) -> str:
-    """A readable reason when the SLM gave none (documented fallback)."""
-    shared = [g for g in p.genres if g in top_genres]
-    if "sequence" in p.sources and p.parts.get("sequence", 0) >= p.parts.get("semantic", 0):
-        if last_label:
-            return f"People who watched {last_label} often chose this next."
-        return "A strong fit for your viewing pattern."
-    if query:
-        tail = f"; {', '.join(shared[:2])} like your favourites" if shared else ""
-        return f"Matches \u201c{query[:50]}\u201d{tail}."
-    if shared:
-        return f"{', '.join(shared[:2])}, which you watch most."
-    return "Popular with viewers like you."

@@ -116,6 +116,10 @@ class RankedItem(BaseModel):
     parts: dict[str, float] = Field(default_factory=dict)
     sources: tuple[str, ...] = ()
     reason: str = ""
+    # Who wrote the reason ("slm": the device model, "facts": code, from true facts)
+    # and whether every genre, year and title it names checked out.
+    reason_source: Literal["slm", "facts", ""] = ""
+    grounded: bool = True
 
 
 COLLABORATIVE = "collaborative"  # ``Candidate.query`` of collaborative-retrieval hits

@@ -19,6 +19,7 @@ from __future__ import annotations
 from typing import Annotated, NotRequired, TypedDict, TypeVar
 
 from cdarec.graph.plan import Plan
+from cdarec.graph.request import Constraints
 from cdarec.graph.schemas import (
     Candidate,
     Intent,
@@ -59,6 +60,9 @@ class CloudView(TypedDict, total=False):
     # of the history: cold start, or the transition model).
     user_vector: list[float] | None
     plan: Plan
+    # What the request asks for, read by code from the request and the public catalogue
+    # (genres, years, exclusions, a named film): binds every candidate, cloud and device.
+    constraints: Constraints | None
     intent: Intent | None
     candidates: Annotated[list[Candidate], latest_turn]
 
@@ -75,6 +79,8 @@ class TurnOutput(TypedDict, total=False):
     request: str
     abstract: UserAbstract
     plan: Plan
+    constraints: Constraints | None
+    bound: Constraints | None
     ranking: list[RankedItem]
     reply: str
     trace: list[StepRecord]
@@ -84,6 +90,10 @@ class State(CloudView, total=False):
     """The full graph state (checkpointed on the device)."""
 
     proposals: Annotated[list[Proposal], latest_turn]
+    # The constraints the device applied (relaxed in their stated order when too few
+    # unseen items met the request): device output, since the relaxation reflects the
+    # history; the cloud never reads it.
+    bound: Constraints | None
     ranking: list[RankedItem]
     reply: str
     trace: Annotated[list[StepRecord], latest_turn]

@@ -109,6 +109,9 @@ def test_the_catalogue_signal_is_standardised_over_eligible_items_only() -> None
 
 def test_an_empty_request_leaves_the_semantic_match_a_small_say() -> None:
     for bucket in ("light", "heavy"):
-        w = default_plan(abstract(bucket), "", 30).weights
-        assert w.semantic == pytest.approx(0.05) and w.sequence >= 0.75
+        plan = default_plan(abstract(bucket), "", 30)
+        w = plan.weights
+        # history-led: the request-less weights Protocols A and B measured (0.06 cost nothing)
+        assert plan.strategy == "history-led"
+        assert w.semantic == pytest.approx(0.06) and w.sequence >= 0.75
     assert default_plan(abstract("cold"), "", 30).weights.semantic > 0.5

@@ -4,12 +4,16 @@ import pytest
 from pydantic import ValidationError
 
 from cdarec.graph.plan import (
+    STRATEGIES,
     PlanDraft,
     Weights,
+    choose_strategy,
     default_plan,
     plan_cache_key,
+    plan_for,
     request_kind,
 )
+from cdarec.graph.request import Constraints
 from cdarec.graph.schemas import Intent, UserAbstract, UserState, intent_json_schema
 
 GENRES = {"Comedy", "Horror", "Sci-Fi"}
@@ -22,46 +26,32 @@ def abstract(bucket: str, feedback: str = "none") -> UserAbstract:
     )
 
 
-def draft(**kw: object) -> dict:
-    base = {
-        "semantic_retrieval": True,
-        "sequence_model": True,
-        "k": 30,
-        "genres": [],
-        "w_sequence": 0.5,
-        "w_semantic": 0.3,
-        "w_judge": 0.2,
-    }
-    return {**base, **kw}
-
-
-def test_valid_draft_becomes_plan_with_normalised_weights() -> None:
-    d = PlanDraft.model_validate(
-        draft(w_sequence=1, w_semantic=1, w_judge=0), context={"genres": GENRES}
-    )
-    plan = d.to_plan()
-    assert plan.weights.sequence == pytest.approx(0.5)
-    assert plan.weights.judge == 0 and plan.judge is True  # the SLM still explains
-    assert plan.source == "planner"
+def test_a_strategy_becomes_a_plan_with_its_weights() -> None:
+    d = PlanDraft.model_validate({"strategy": "request-led"}, context={"bucket": "heavy"})
+    plan = plan_for(d.strategy, abstract("heavy"), 30)
+    spec = STRATEGIES["request-led"]
+    assert plan.strategy == "request-led" and plan.source == "planner"
+    assert plan.weights.sequence == pytest.approx(spec.weights[0] / sum(spec.weights))
+    assert plan.judge is True  # the SLM still explains
+    assert plan.sequence and plan.retrieval.collab_k == plan.retrieval.k // 2
 
 
 @pytest.mark.parametrize(
-    ("change", "message"),
+    ("draft", "context", "message"),
     [
-        ({"semantic_retrieval": False, "sequence_model": False}, "at least one"),
-        ({"w_sequence": 1.5}, "less than or equal"),
-        ({"k": 0}, "greater than or equal"),
-        ({"sequence_model": False}, "sequence_model must be true"),  # heavy user
+        ({"strategy": "whatever"}, {}, "Input should be"),
+        ({"strategy": "similar-to"}, {"like_items": False}, "needs a film named"),
+        ({"strategy": "history-led"}, {"bucket": "cold"}, "needs a history"),
     ],
 )
-def test_invalid_drafts_are_rejected(change: dict, message: str) -> None:
+def test_strategies_that_do_not_fit_are_rejected(draft: dict, context: dict, message: str) -> None:
     with pytest.raises(ValidationError, match=message):
-        PlanDraft.model_validate(draft(**change), context={"bucket": "heavy"})
+        PlanDraft.model_validate(draft, context=context)
 
 
-def test_cold_users_may_skip_the_sequence_model() -> None:
-    d = PlanDraft.model_validate(draft(sequence_model=False), context={"bucket": "cold"})
-    assert not d.to_plan().sequence
+def test_cold_users_skip_the_sequence_model_until_they_give_feedback() -> None:
+    assert not plan_for("cold-start", abstract("cold"), 30).sequence
+    assert plan_for("cold-start", abstract("cold", "positive"), 30).sequence
 
 
 @pytest.mark.parametrize(
@@ -83,17 +73,37 @@ def test_weights_must_not_all_be_zero() -> None:
         Weights(sequence=0, semantic=0, judge=0)
 
 
-def test_default_plans_follow_the_bucket() -> None:
+def test_default_plans_follow_the_rule() -> None:
     cold = default_plan(abstract("cold"), "", 30)
     heavy = default_plan(abstract("heavy"), "", 30)
     assert cold.source == "default" and not cold.sequence and cold.semantic
+    assert cold.strategy == "cold-start" and heavy.strategy == "history-led"
     assert heavy.sequence and heavy.weights.sequence > heavy.weights.semantic
     assert cold.weights.semantic > cold.weights.sequence
-    # a clear request pulls weight to semantic relevance
-    asked = default_plan(abstract("heavy"), "a light space comedy please", 30)
+    # a request that names genres pulls weight to semantic relevance
+    asked = default_plan(abstract("heavy"), "a comedy", 30, Constraints(genres=["Comedy"]))
+    assert asked.strategy == "request-led"
     assert asked.weights.semantic > heavy.weights.semantic
     # live feedback switches the sequence model on even for a cold user
     assert default_plan(abstract("cold", "positive"), "", 30).sequence
+
+
+@pytest.mark.parametrize(
+    ("request_text", "constraints", "bucket", "strategy"),
+    [
+        ("", Constraints(), "heavy", "history-led"),
+        ("", Constraints(), "cold", "cold-start"),
+        ("a comedy", Constraints(genres=["Comedy"]), "heavy", "request-led"),
+        ("like Alien", Constraints(like_items=["Alien (1979)"]), "cold", "similar-to"),
+        ("surprise me with something different", Constraints(), "light", "explore"),
+        ("something to cheer me up", Constraints(residual="cheer up"), "heavy", "balanced"),
+    ],
+)
+def test_the_rule_picks_a_strategy_from_user_and_request(
+    request_text: str, constraints: Constraints, bucket: str, strategy: str
+) -> None:
+    chosen, why = choose_strategy(abstract(bucket), constraints, request_text)
+    assert chosen == strategy and why
 
 
 def test_intent_schema_constrains_genres_to_the_catalogue() -> None:
@@ -112,15 +122,17 @@ def test_plan_lists_steps_with_sides_and_parallel_groups() -> None:
 
 
 def test_request_kinds_and_plan_reuse_keys() -> None:
-    assert request_kind("") == "none"
-    assert request_kind("something like Alien") == "similar"
-    assert request_kind("a comedy please", GENRES) == "specific"
-    assert request_kind("films from the 1980s") == "specific"
-    assert request_kind("surprise me") == "open"
+    assert request_kind("", Constraints()) == "none"
+    assert request_kind("like Alien", Constraints(like_items=["Alien (1979)"])) == "similar"
+    assert request_kind("a comedy please", Constraints(genres=["Comedy"])) == "specific"
+    assert request_kind("films from the 1980s", Constraints(year_min=1980)) == "specific"
+    assert request_kind("surprise me", Constraints(residual="surprise")) == "open"
     a, b = abstract("heavy"), abstract("heavy", "negative")
     assert plan_cache_key(a, "open") == plan_cache_key(abstract("heavy"), "open")
     assert plan_cache_key(a, "open") != plan_cache_key(a, "none")
-    assert plan_cache_key(a, "open") != plan_cache_key(b, "open"), "feedback invalidates"
+    assert plan_cache_key(a, "open") != plan_cache_key(b, "open"), "first feedback re-plans"
+    mixed = abstract("heavy", "mixed")
+    assert plan_cache_key(b, "open") == plan_cache_key(mixed, "open"), "more feedback does not"
 
 
 def test_judgement_drops_out_of_range_picks_but_not_all() -> None:

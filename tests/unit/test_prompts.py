@@ -49,7 +49,13 @@ def test_cloud_prompts_keep_their_fixed_parts_first() -> None:
     (semantics) puts its fixed task before the abstract and request, so from turn to turn
     only those are evaluated anew."""
     prompts = load_all()
-    values = {"genres": "A, B", "retrieval_k": 30, "abstract": "heavy user", "request": "x"}
+    values = {
+        "genres": "A, B",
+        "retrieval_k": 30,
+        "abstract": "heavy user",
+        "request": "x",
+        "reading": "no constraint",
+    }
     plan = prompts["plan_strategy"].messages(**values)
     sem = prompts["model_semantics"].messages(**values)
     other = prompts["model_semantics"].messages(**{**values, "abstract": "cold", "request": "y"})
