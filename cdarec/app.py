@@ -335,15 +335,19 @@ def print_turn(values: dict[str, Any]) -> None:
     )
     for r in values.get("ranking") or []:
         table.add_row(str(r.rank), r.label, ", ".join(r.genres), r.reason)
+    for note in values.get("notes") or []:
+        console.print(f"[bold]{escape(note)}[/bold]")
     console.print(table)
     for w in turn_warnings(values):
         err_console.print(f"[yellow]warning:[/yellow] {w}")
     if plan is not None:
         w = plan.weights
         console.print(
-            f"[dim]plan ({plan.source}): semantic={'on' if plan.semantic else 'off'} "
+            f"[dim]plan: {plan.strategy} ({plan.source}; {escape(plan.note)}) "
+            f"semantic={'on' if plan.semantic else 'off'} "
             f"sequence={'on' if plan.sequence else 'off'} k={plan.retrieval.k} weights "
-            f"seq {w.sequence:.2f} / sem {w.semantic:.2f} / slm {w.judge:.2f}[/dim]"
+            f"seq {w.sequence:.2f} / sem {w.semantic:.2f} / like {w.similar:.2f} / "
+            f"slm {w.judge:.2f}[/dim]"
         )
     trace = values.get("trace") or []
     if trace:
@@ -372,6 +376,10 @@ def turn_json(session: ChatSession, values: dict[str, Any]) -> str:
             "request": values.get("request"),
             "abstract": dump(values.get("abstract")),
             "plan": dump(values.get("plan")),
+            "constraints": dump(values.get("constraints")),
+            "bound": dump(values.get("bound")),
+            "notes": list(values.get("notes") or []),
+            "reply": values.get("reply") or "",
             "steps": [dump(st) for st in values["plan"].steps()] if values.get("plan") else [],
             "ranking": [dump(r) for r in values.get("ranking") or []],
             "trace": [{**dump(r), "ms": r.ms} for r in values.get("trace") or []],
@@ -456,11 +464,12 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_bench_accuracy(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from cdarec.bench import accuracy, full
+    from cdarec.bench import accuracy, full, request
 
-    default = accuracy.DEFAULT_METHODS if args.protocol == "llmrank" else full.DEFAULT_METHODS
+    module = {"llmrank": accuracy, "full": full, "request": request}[args.protocol]
+    default = module.DEFAULT_METHODS
     methods = [m.strip() for m in (args.methods or ",".join(default)).split(",") if m.strip()]
-    run = accuracy.run if args.protocol == "llmrank" else full.run
+    run = module.run
     try:
         run(settings_from(args), methods, args.users, args.seed, Path(args.out), console)
     except ValueError as err:
@@ -676,7 +685,14 @@ def build_parser() -> argparse.ArgumentParser:
         "user has not seen, HR@10 and NDCG@10. Prints a Markdown table with the published "
         "rows and writes JSON, Markdown and a PNG plot to --out.",
     )
-    ba.add_argument("--protocol", choices=["llmrank", "full"], default="llmrank")
+    ba.add_argument(
+        "--protocol",
+        choices=["llmrank", "full", "request"],
+        default="llmrank",
+        help="llmrank: Protocol A (20 candidates); full: Protocol B (RecBole full ranking); "
+        "request: Protocol R (a plain-words request per user from the held-out item's genres "
+        "and decade, full ranking, satisfaction and grounded reasons)",
+    )
     ba.add_argument("--users", type=int, default=200, help="size of the fixed LLM sample")
     ba.add_argument(
         "--methods",
@@ -684,8 +700,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="comma-separated: random, pop, transition, sasrec, sasrec+device, "
         "sasrec+transition, llm-zero-shot, cloud-only, cdarec, cdarec-fixed-plan, "
         "cdarec-no-slm, cdarec-no-semantic, cdarec-no-collab (--protocol full: all but "
-        "random, llm-zero-shot and cloud-only). Default: the baselines, the structured "
-        "model rows and cdarec",
+        "random, llm-zero-shot and cloud-only; --protocol request: structured, "
+        "retrieval-only, oracle-filter and the graph methods). Default: the baselines, the "
+        "structured model rows and cdarec",
     )
     ba.add_argument("--seed", type=int, default=2024, help="candidate and sample seed")
     ba.add_argument("--out", default="results", help="folder for JSON/Markdown/PNG")

@@ -171,6 +171,7 @@ def _cloud_values(res: Any, state: CloudOnlyState) -> dict[str, Any]:
         "abstract": _abstract_text(state.get("profile") or Profile()),
         "request": (state.get("request") or "").strip() or "(no request: recommend what fits)",
         "reading": read_request(res, state.get("request") or "").describe(),
+        "suggested": "none (choose)",
     }
 
 

@@ -48,13 +48,15 @@ def _request(state: CloudView) -> str:
 def _cloud_values(res: Any, state: CloudView) -> dict[str, Any]:
     """The variables of every cloud prompt. Both cloud prompts start with the same
     system text, abstract and request, so the second call reuses the first's prefix."""
-    constraints = state.get("constraints")
+    constraints = state.get("constraints") or Constraints()
+    rule, why = choose_strategy(state["abstract"], constraints, state.get("request") or "")
     return {
         "genres": ", ".join(res.dataset.genres),
         "retrieval_k": res.settings.retrieval_k,
         "abstract": state["abstract"].describe(),
         "request": _request(state),
-        "reading": constraints.describe() if constraints else "no constraint",
+        "reading": constraints.describe(),
+        "suggested": f"{rule} ({why})",
     }
 
 

@@ -82,6 +82,8 @@ def summarize_on_device(
         "user_vector": vector,
         "intent": None,
         "ranking": [],
+        "bound": None,
+        "notes": [],
         "reply": "",
         "trace": step.done(detail=abstract.describe()),
     }
@@ -220,6 +222,31 @@ def _pool(
     return list(pool.values())
 
 
+def _mask_of(indices: Sequence[int], n: int) -> np.ndarray:
+    out = np.zeros(n, dtype=bool)
+    out[list(indices)] = True
+    return out
+
+
+def strictness(
+    res: Resources,
+    asked: Constraints | None,
+    bound: Constraints | None,
+    pool: Sequence[PoolItem],
+) -> dict[str, int]:
+    """For each pool item, how many relaxation steps it needs: 0 meets the request as
+    asked. Empty when nothing was relaxed (every item meets it)."""
+    if asked is None or bound is None or not bound.relaxed:
+        return {}
+    levels = asked.relaxations()
+    out = {}
+    for p in pool:
+        out[p.item_id] = next(
+            (n for n, c in enumerate(levels) if c.satisfied_by(p.genres, p.year)), len(levels)
+        )
+    return out
+
+
 def likeness(res: Resources, anchors: Sequence[int]) -> np.ndarray:
     """How like the named films each catalogue item is: cosine in the structured model's
     item space (its neighbours; the transition model's rows without one), averaged with
@@ -242,20 +269,29 @@ def likeness(res: Resources, anchors: Sequence[int]) -> np.ndarray:
 
 
 def nearest_in_history(res: Resources, history: np.ndarray, items: Sequence[int]) -> list[int]:
-    """For each item, the film of the recent history closest to it in the structured
-    model's item space (the transition model's strongest predecessor without one): what
-    a reason may point to. -1 where there is no history."""
+    """For each item, the film of the recent history most like it: closeness in the
+    structured model's item space (the transition model's predecessor strength without
+    one) plus the share of genres in common; only films that share a genre count, so a
+    reason never links a thriller to a cartoon. -1 where none qualifies."""
     recent = np.unique(history[-RECENT_FOR_REASONS:])
     if not len(recent) or not len(items):
         return [-1] * len(items)
     model = res.sequence_model
+    cand = list(items)
     if hasattr(model, "item_vectors"):
         vecs = model.item_vectors()
         unit = vecs / np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-9)
-        sims = unit[list(items)] @ unit[recent].T
+        near = unit[cand] @ unit[recent].T
     else:
-        sims = res.transition_model.trans[recent][:, list(items)].toarray().T
-    return [int(recent[j]) for j in sims.argmax(axis=1)]
+        near = res.transition_model.trans[recent][:, cand].toarray().T
+        near = near / max(float(near.max()), 1e-9)
+    has = res.catalogue_facts.has_genre.astype(np.float64)
+    inter = has[cand] @ has[recent].T
+    union = has[cand].sum(axis=1)[:, None] + has[recent].sum(axis=1)[None, :] - inter
+    jaccard = np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+    score = np.where(inter > 0, near + jaccard, -np.inf)
+    best = score.argmax(axis=1)
+    return [int(recent[j]) if np.isfinite(score[i, j]) else -1 for i, j in enumerate(best)]
 
 
 def _semantic_on_device(res: Resources, pool: list[PoolItem], texts: list[str]) -> None:
@@ -291,14 +327,23 @@ def rank_on_device(
     ]
     like = likeness(res, anchors) if anchors else None
     extra: list[int] = []
-    if like is not None:
-        eligible[anchors] = False  # the named film itself is known to the user
-        extra = top_k(np.where(eligible, like, -np.inf), 30, np.flatnonzero(~eligible)).tolist()
-    pool = _pool(res, state, rec, eligible, extra)
     # Structured scores for every pool item: the catalogue-level signal the proposals
     # came from (pool items are never excluded ones). Recomputed here rather than
     # carried in the state: a catalogue-sized array per turn, a few ms to compute.
     scores, _ = structured_scores(res, rec, excluded)
+    if like is not None:
+        eligible[anchors] = False  # the named film itself is known to the user
+        extra = top_k(np.where(eligible, like, -np.inf), 30, np.flatnonzero(~eligible)).tolist()
+    asked = state.get("constraints")
+    if asked is not None and constraints is not None and constraints.relaxed:
+        # The few unseen items that meet stricter levels than the bound one go in too,
+        # best first by the structured signal: the closest matches lead the list.
+        unseen = np.ones(ds.n_items, dtype=bool)
+        unseen[excluded] = False
+        for level in asked.relaxations()[: len(constraints.relaxed)]:
+            near = res.catalogue_facts.mask(level) & unseen
+            extra += top_k(np.where(near, scores, -np.inf), 10, np.flatnonzero(~near)).tolist()
+    pool = _pool(res, state, rec, eligible | _mask_of(extra, ds.n_items), extra)
     for p in pool:
         i = ds.item_index[p.item_id]
         p.sequence = float(scores[i])
@@ -309,7 +354,9 @@ def rank_on_device(
     _semantic_on_device(res, pool, [request, *queries])
     w = plan.weights
     fuse(pool, w.sequence, w.semantic, w.similar)
-    pool.sort(key=lambda p: -p.fused)
+    # After a relaxation, items that meet more of the request come first (the closest).
+    tier = strictness(res, state.get("constraints"), constraints, pool)
+    pool.sort(key=lambda p: (tier.get(p.item_id, 0), -p.fused))
     usage, status, detail = Usage(), "ok", f"{len(pool)} candidates"
     if constraints is not None and constraints.binding:
         detail += f" within {constraints.describe()}"
@@ -362,7 +409,7 @@ def rank_on_device(
         detail += f"; SLM picked {len(out.value.picks)} of {m}"
         if out.error:
             detail += f"; {out.error}"
-        pool.sort(key=lambda p: -p.fused)
+        pool.sort(key=lambda p: (tier.get(p.item_id, 0), -p.fused))
     shown = pool[:show]
     like_label = constraints.like_labels[0] if constraints and constraints.like_labels else None
     like_genres = ds.items[anchors[0]].genres if anchors else ()
@@ -427,8 +474,8 @@ def answer_notes(request: str, bound: Constraints | None) -> list[str]:
         )
     if bound is not None and bound.relaxed:
         notes.append(
-            "Nothing you have not seen meets every part of the request; to show the closest "
-            f"I {', then '.join(bound.relaxed)}."
+            f"Nothing you have not seen is quite what you asked ({request.strip()[:80]}). "
+            f"The closest come first: I {', then '.join(bound.relaxed)}."
         )
     return notes
 

@@ -124,11 +124,13 @@ def fact_reason(
     years_asked = c.year_min is not None or c.year_max is not None
     if asked or years_asked:
         what = _genres_text(asked or list(item.genres))
-        tail = ", as asked" if not c.relaxed else f" (closest: {c.relaxed[-1]})"
+        tail = ", as asked" if c.satisfied_by(item.genres, item.year) else ", close to your request"
         parts.append(f"a {year}{what}{tail}")
     elif not parts:
         parts.append(f"a {year}{_genres_text(item.genres)}")
     if neighbour:
         parts.append(_HISTORY_FRAMES[(rank - 1) % len(_HISTORY_FRAMES)].format(t=neighbour))
+    elif not like_label:
+        parts.append("high in what your viewing pattern predicts")
     text = "; ".join(parts)
     return text[:1].upper() + text[1:] + "."

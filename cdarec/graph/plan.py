@@ -174,8 +174,11 @@ class PlanDraft(BaseModel):
     @model_validator(mode="after")
     def _fits(self, info: ValidationInfo) -> PlanDraft:
         ctx = info.context or {}
-        if self.strategy == "similar-to" and ctx.get("like_items") is False:
+        named = ctx.get("like_items")
+        if self.strategy == "similar-to" and named is False:
             raise ValueError("similar-to needs a film named in the request; none was found")
+        if named and self.strategy != "similar-to":
+            raise ValueError("the request names a film: the strategy must be similar-to")
         if self.strategy == "history-led" and ctx.get("bucket") == "cold":
             raise ValueError("history-led needs a history; this user has almost none")
         return self

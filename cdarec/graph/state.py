@@ -82,6 +82,7 @@ class TurnOutput(TypedDict, total=False):
     constraints: Constraints | None
     bound: Constraints | None
     ranking: list[RankedItem]
+    notes: list[str]
     reply: str
     trace: list[StepRecord]
 
@@ -95,5 +96,7 @@ class State(CloudView, total=False):
     # history; the cloud never reads it.
     bound: Constraints | None
     ranking: list[RankedItem]
+    # What the reply says before the list: a request that could not be met as asked.
+    notes: list[str]
     reply: str
     trace: Annotated[list[StepRecord], latest_turn]

@@ -23,7 +23,7 @@ from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
 # The variables the code passes to each prompt (the contract an edited prompt must keep).
 EXPECTED: dict[str, frozenset[str]] = {
     "cloud_context": frozenset({"genres", "retrieval_k"}),
-    "plan_strategy": frozenset({"abstract", "request", "reading"}),
+    "plan_strategy": frozenset({"abstract", "request", "reading", "suggested"}),
     "model_semantics": frozenset({"abstract", "request"}),
     "rank_on_device": frozenset({"recent", "request", "candidates"}),
     # The cloud-only baseline (benchmarks only): raw history goes to the cloud by design.

@@ -41,6 +41,7 @@ def test_a_strategy_becomes_a_plan_with_its_weights() -> None:
     [
         ({"strategy": "whatever"}, {}, "Input should be"),
         ({"strategy": "similar-to"}, {"like_items": False}, "needs a film named"),
+        ({"strategy": "request-led"}, {"like_items": True}, "must be similar-to"),
         ({"strategy": "history-led"}, {"bucket": "cold"}, "needs a history"),
     ],
 )

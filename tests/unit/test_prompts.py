@@ -55,6 +55,7 @@ def test_cloud_prompts_keep_their_fixed_parts_first() -> None:
         "abstract": "heavy user",
         "request": "x",
         "reading": "no constraint",
+        "suggested": "history-led (no request)",
     }
     plan = prompts["plan_strategy"].messages(**values)
     sem = prompts["model_semantics"].messages(**values)
