@@ -32,6 +32,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from cdarec.bench.accuracy import GRAPH, ProtocolA, _slug, bench_resources, graph_turns
 from cdarec.bench.full import metrics, structured_row
+from cdarec.data import Dataset
 from cdarec.device.ranking import structured_blend
 from cdarec.device.reasons import ItemFacts, check_reason
 from cdarec.runtime import Resources
@@ -111,11 +112,10 @@ def _word(genre: str, rng: np.random.Generator) -> str:
     return str(words[int(rng.integers(len(words)))])
 
 
-def make_ask(proto: ProtocolA, user: str, seed: int) -> Ask:
-    """The request of one user, from the held-out item's attributes (seeded per user)."""
-    ds = proto.ds
+def make_ask(ds: Dataset, user: str, label: int, history: np.ndarray, seed: int) -> Ask:
+    """The request of one user, from the held-out item ``label``'s attributes (seeded per
+    user); a "similar" request names the film of ``history`` sharing most genres."""
     rng = np.random.default_rng([seed, ds.user_index[user]])
-    label = int(ds.sequence(user)[-1])
     item = ds.items[label]
     genres = [g for g in item.genres if g.lower() not in ("unknown", "(no genres listed)")]
     kinds = list(KIND_WEIGHTS)
@@ -133,7 +133,7 @@ def make_ask(proto: ProtocolA, user: str, seed: int) -> Ask:
         return Ask("none", "")
     template = PHRASINGS[kind][int(rng.integers(len(PHRASINGS[kind])))]
     if kind == "similar":
-        hist = proto.histories[user][-50:]
+        hist = np.asarray(history)[-50:]
         shared = [len(set(ds.items[int(i)].genres) & set(genres)) for i in hist]
         like = int(hist[int(np.argmax(shared[::-1]) * -1 - 1)]) if len(hist) else label
         title = ds.items[like].title
@@ -239,7 +239,7 @@ def run(
     proto = ProtocolA.build(base.dataset, sample_size, seed)
     ds = proto.ds
     users = proto.sample
-    asks = {u: make_ask(proto, u, seed) for u in users}
+    asks = {u: make_ask(ds, u, int(ds.sequence(u)[-1]), proto.histories[u], seed) for u in users}
     kinds: dict[str, int] = {}
     for a in asks.values():
         kinds[a.kind] = kinds.get(a.kind, 0) + 1

@@ -425,7 +425,7 @@ def rank_on_device(
             reason, source = (
                 fact_reason(
                     facts,
-                    constraints,
+                    state.get("constraints"),
                     neighbour=ds.items[nb].label() if nb >= 0 else None,
                     like_label=like_label,
                     like_genres=like_genres,
@@ -494,4 +494,9 @@ def respond(state: State, runtime: Runtime[Settings], config: RunnableConfig) ->
         if lines
         else "I found nothing to recommend; try another request."
     )
-    return {"reply": reply, "scope": None, "trace": step.done(detail=f"{len(ranking)} items")}
+    return {
+        "reply": reply,
+        "notes": notes,
+        "scope": None,
+        "trace": step.done(detail=f"{len(ranking)} items"),
+    }

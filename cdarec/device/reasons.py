@@ -101,16 +101,17 @@ def _genres_text(genres: Sequence[str]) -> str:
 
 def fact_reason(
     item: ItemFacts,
-    constraints: Constraints | None,
+    asked: Constraints | None,
     *,
     neighbour: str | None = None,
     like_label: str | None = None,
     like_genres: Sequence[str] = (),
     rank: int = 1,
 ) -> str:
-    """A reason from facts that hold: the request's genres/years the item meets, the named
-    film it shares genres with, its nearest film in the user's history."""
-    c = constraints or Constraints()
+    """A reason from facts that hold: the request's genres/years the item meets (``asked``:
+    the request as read, before any relaxation), the named film it shares genres with,
+    its nearest film in the user's history."""
+    c = asked or Constraints()
     year = f"{item.year} " if item.year else ""
     parts: list[str] = []
     if like_label:
@@ -124,7 +125,8 @@ def fact_reason(
     years_asked = c.year_min is not None or c.year_max is not None
     if asked or years_asked:
         what = _genres_text(asked or list(item.genres))
-        tail = ", as asked" if c.satisfied_by(item.genres, item.year) else ", close to your request"
+        met = c.satisfied_by(item.genres, item.year)
+        tail = ", as asked" if met else ", the closest to your request"
         parts.append(f"a {year}{what}{tail}")
     elif not parts:
         parts.append(f"a {year}{_genres_text(item.genres)}")

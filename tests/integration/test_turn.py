@@ -21,7 +21,9 @@ def graph(smol_settings: Settings):
 
 def test_turn_on_real_models(graph, smol_settings: Settings) -> None:
     cfg = {"configurable": {"thread_id": "real-1"}}
-    out = graph.invoke({"request": "a funny animated film"}, cfg, context=smol_settings)
+    # 'to cheer me up': words the parser leaves to the cloud LLM's semantic query
+    request = {"request": "a funny animated film to cheer me up"}
+    out = graph.invoke(request, cfg, context=smol_settings)
     res = get_resources(smol_settings)
     assert res.cloud_llm.provider == "embedded" and res.cloud_llm.chat.openai_api_base.startswith(
         "http://127.0.0.1:"
@@ -35,7 +37,10 @@ def test_turn_on_real_models(graph, smol_settings: Settings) -> None:
     assert steps["plan_strategy"].side == "cloud" and steps["rank_on_device"].side == "device"
     if out["plan"].semantic and out["plan"].sequence:
         sem, seq = steps["model_semantics"], steps["model_sequence_on_device"]
-        assert seq.start < sem.end and sem.start < seq.end, "independent branches overlap"
+        assert sem.tokens_in > 0, "the semantic query was written by the cloud model"
+        cloud_end = steps["retrieve_candidates"].end
+        assert seq.start < cloud_end and sem.start < seq.end, "independent branches overlap"
+    assert all("Comedy" in r.genres and "Animation" in r.genres for r in ranking)
     watched = set(res.device_record("196").history_ids())
     assert not watched & {r.item_id for r in ranking}
 
@@ -64,3 +69,36 @@ def test_cold_start_user_gets_recommendations(graph, smol_settings: Settings) ->
     assert out["abstract"].state.bucket == "cold"
     assert len(out["ranking"]) == s.show_top
     assert out["plan"].semantic, "a cold user leans on semantic retrieval"
+
+
+def test_a_genre_and_decade_request_binds_the_list(graph, smol_settings: Settings) -> None:
+    """User 196's history points at comedies and dramas of the 1990s; the request asks
+    for something else, and every shown item must meet it, with a true reason."""
+    cfg = {"configurable": {"thread_id": "real-horror"}}
+    out = graph.invoke({"request": "a scary movie from the 80s"}, cfg, context=smol_settings)
+    assert "Horror" not in out["abstract"].top_genres, "the history points elsewhere"
+    assert out["constraints"].genres == ["Horror"]
+    top = out["ranking"]
+    assert len(top) == smol_settings.show_top
+    assert all("Horror" in r.genres and 1980 <= (r.year or 0) <= 1989 for r in top), top
+    assert all(r.grounded for r in top)
+    assert len({r.reason for r in top}) >= 4, "a reason for each item, not one template"
+    assert out["plan"].strategy == "request-led" or out["plan"].source != "default"
+
+
+def test_something_like_a_named_film(graph, smol_settings: Settings) -> None:
+    cfg = {"configurable": {"thread_id": "real-like"}}
+    out = graph.invoke({"request": "something like Star Wars"}, cfg, context=smol_settings)
+    assert out["constraints"].like_labels == ["Star Wars (1977)"]
+    assert out["plan"].strategy == "similar-to", "the guardrail holds for any planner"
+    star_wars = {"Action", "Adventure", "Romance", "Sci-Fi", "War"}
+    shared = [bool(star_wars & set(r.genres)) for r in out["ranking"]]
+    assert sum(shared) >= 4, out["ranking"]
+
+
+def test_a_request_nothing_meets_is_answered_honestly(graph, smol_settings: Settings) -> None:
+    cfg = {"configurable": {"thread_id": "real-none"}}
+    out = graph.invoke({"request": "a 1920s sci-fi musical"}, cfg, context=smol_settings)
+    assert out["bound"].relaxed, "the constraints were relaxed"
+    assert out["notes"] and "closest" in out["notes"][0]
+    assert len(out["ranking"]) == smol_settings.show_top
