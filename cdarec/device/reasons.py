@@ -35,7 +35,7 @@ def _title_spans(text: str, vocab: Vocabulary) -> list[tuple[int, int, str]]:
     found: list[tuple[int, int, str]] = []
     taken: set[int] = set()
     titles = vocab._by_title
-    for n in range(min(7, len(words)), 0, -1):
+    for n in range(min(12, len(words)), 0, -1):
         for i in range(len(words) - n + 1):
             if any(j in taken for j in range(i, i + n)):
                 continue
@@ -60,9 +60,12 @@ def check_reason(
     problems: list[str] = []
     allowed = {title_key(t) for t in allowed_titles} | {title_key(item.label)}
     rest = text
-    for start, end, key in sorted(_title_spans(text, vocab), reverse=True):
+    for label in {*allowed_titles, item.label}:  # named exactly, year and all
+        if label and label in rest:
+            rest = rest.replace(label, " " * len(label))
+    for start, end, key in sorted(_title_spans(rest, vocab), reverse=True):
         if key not in allowed:
-            problems.append(f"names {text[start:end]!r}, neither this film nor one you know")
+            problems.append(f"names {rest[start:end]!r}, neither this film nor one you know")
         # A named film's own year and genres belong to it, not to this item.
         after = re.match(r"\s*\((\d{4})\)", rest[end:])
         stop = end + (after.end() if after else 0)

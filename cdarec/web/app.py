@@ -140,6 +140,7 @@ def create_app(settings: Settings) -> FastAPI:
                     "request": values.get("request"),
                     "ranking": [r.model_dump(mode="json") for r in values.get("ranking") or []],
                     "plan": plan.model_dump(mode="json") if plan else None,
+                    "notes": list(values.get("notes") or []),
                     "warnings": turn_warnings(values),
                 },
             )

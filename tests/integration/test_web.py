@@ -69,7 +69,7 @@ def web(smol_settings: Settings, tmp_path_factory: pytest.TempPathFactory):
 def test_chat_in_a_real_browser(web: str, tmp_path: Path) -> None:
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
-        page = browser.new_page()
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
         page.goto(web)
         expect(page.locator("body[data-ready='1']")).to_have_count(1, timeout=30_000)
         expect(page.locator("#user")).to_have_value("196")
@@ -82,6 +82,14 @@ def test_chat_in_a_real_browser(web: str, tmp_path: Path) -> None:
         expect(page.locator("#steps .step.device").first).to_be_visible()
         assert items.count() >= 2
         first_turn = items.evaluate_all("els => els.map(e => e.dataset.itemId)")
+        # every item has its own reason (checked true on the device) and its signals
+        reasons = items.locator(".why").all_inner_texts()
+        assert all(r.strip() for r in reasons) and len(set(reasons)) == len(reasons), reasons
+        assert items.first.locator(".chips span").count() >= 1
+        # the header is a slim bar; the list is where the eye lands
+        assert page.locator("header").bounding_box()["height"] < 60
+        assert items.first.bounding_box()["y"] < 450
+        page.screenshot(path=str(tmp_path / "chat-desktop.png"))
 
         # dislike the top item: it is saved on the device and never shown again
         items.first.locator("button.dislike").click()
@@ -94,4 +102,12 @@ def test_chat_in_a_real_browser(web: str, tmp_path: Path) -> None:
         assert first_turn[0] not in second_turn
         assert second_turn != first_turn
         page.screenshot(path=str(tmp_path / "chat.png"))
+        # a phone-sized window: one column, the list still on the first screen
+        page.set_viewport_size({"width": 390, "height": 844})
+        assert page.locator("header").bounding_box()["height"] < 110
+        first = page.locator(".turn").nth(0).locator("li.item").first
+        first.scroll_into_view_if_needed()
+        box = first.bounding_box()
+        assert box["x"] >= 0 and box["x"] + box["width"] <= 390
+        page.screenshot(path=str(tmp_path / "chat-phone.png"))
         browser.close()

@@ -159,3 +159,41 @@ def test_plan_is_reused_for_the_same_state_and_request_kind(setup) -> None:
     res.memory.add_feedback("196", "dislike", item_id=out["ranking"][0].item_id)
     out = g.invoke({"request": "a thriller"}, cfg, context=s)  # more feedback: same strategy
     assert out["plan"].source == "cached", "each like or dislike does not re-plan"
+
+
+def test_the_request_binds_every_source_of_the_pool(setup) -> None:
+    """Device proposals, collaborative and semantic candidates alike meet the request:
+    a genre, a decade and an exclusion, for a user whose history is mostly comedies."""
+    s, _res, g = setup()
+    out = g.invoke(
+        {"request": "a drama from the 1990s, nothing romantic"},
+        {"configurable": {"thread_id": "t"}},
+        context=s.model_copy(update={"show_top": 10}),
+    )
+    c = out["constraints"]
+    assert (c.genres, c.year_min, c.year_max, c.exclude_genres) == (
+        ["Drama"],
+        1990,
+        1999,
+        ["Romance"],
+    )
+    ranking = out["ranking"]
+    assert len(ranking) == 10
+    for r in ranking:
+        assert "Drama" in r.genres and "Romance" not in r.genres and 1990 <= r.year <= 1999, r
+    sources = {src for r in ranking for src in r.sources}
+    assert "sequence" in sources, "the device's own proposals were bound, not dropped"
+    assert all(r.grounded for r in ranking)
+    assert len({r.reason for r in ranking}) >= 8
+
+
+def test_something_like_a_film_ranks_by_likeness(setup) -> None:
+    s, _res, g = setup(plan=json.dumps({"strategy": "similar-to"}))
+    out = g.invoke(
+        {"request": "something like Star Wars"}, {"configurable": {"thread_id": "t"}}, context=s
+    )
+    assert out["plan"].strategy == "similar-to" and out["plan"].weights.similar > 0
+    assert "50" not in {r.item_id for r in out["ranking"]}, "not the named film itself"
+    star_wars = {"Action", "Adventure", "Romance", "Sci-Fi", "War"}
+    assert all(star_wars & set(r.genres) for r in out["ranking"])
+    assert all("Star Wars (1977)" in r.reason for r in out["ranking"] if r.reason_source == "facts")
