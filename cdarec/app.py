@@ -161,8 +161,69 @@ def cmd_setup(args: argparse.Namespace) -> int:
         res = Resources(settings_from(ds_args))
         with err_console.status(f"fitting the structured user model on {name} ..."):
             res.sequence_model  # noqa: B018  (built and cached on disk)
+        if not args.no_train and (log := background_training(res)) is not None:
+            console.print(
+                f"SASRec for {name} is training in the background (about 10 minutes, at low "
+                f"priority; log: {log}). Until it is done the device uses the transition "
+                "model; the chat switches by itself, and says so, when it is ready."
+            )
     console.print("[green]set-up complete[/green]")
     return 0
+
+
+def _alive(pid_file: Any) -> bool:
+    import os
+
+    try:
+        os.kill(int(pid_file.read_text().strip()), 0)
+        return True
+    except (OSError, ValueError):
+        return False
+
+
+def background_training(res: Resources) -> Any:
+    """Start `cdarec train` for the data set in the background unless its SASRec exists or
+    a training is already running; returns the training's log file, or None."""
+    import os
+    import subprocess
+
+    if res.settings.sequence_model == "transition" or res.sasrec_path().exists():
+        return None
+    logs = res.settings.home / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    slug = _slug(res.dataset.name)
+    log, pid_file = logs / f"train-{slug}.log", logs / f"train-{slug}.pid"
+    if pid_file.exists() and _alive(pid_file):
+        return log
+    cmd = [
+        sys.executable,
+        "-c",
+        "import sys; from cdarec.app import main; sys.exit(main(sys.argv[1:]))",
+        "train",
+        "--home",
+        str(res.settings.home),
+        "--dataset",
+        res.settings.dataset,
+    ]
+    with log.open("ab") as out:
+        proc = subprocess.Popen(  # detached: it outlives the set-up command
+            cmd,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            preexec_fn=lambda: os.nice(10),  # the chat stays responsive meanwhile
+        )
+    pid_file.write_text(str(proc.pid))
+    return log
+
+
+def training_in_progress(res: Resources) -> Any:
+    """The log of a background training of this data set's SASRec still running, or None."""
+    pid_file = res.settings.home / "logs" / f"train-{_slug(res.dataset.name)}.pid"
+    if res.sasrec_path().exists() or not pid_file.exists() or not _alive(pid_file):
+        return None
+    return pid_file.with_suffix(".log")
 
 
 def cmd_users(args: argparse.Namespace) -> int:
@@ -221,6 +282,7 @@ class ChatSession:
         self.res.device_record(self.user)  # unknown user: clear error before anything runs
         self.graph = build_graph(sqlite_checkpointer(settings.checkpoint_db))
         self.thread = thread or f"{_slug(self.user)}-{uuid.uuid4().hex[:8]}"
+        self.notice = ""  # a one-off message for the next turn's output (model switched)
         self.config = {
             "configurable": {"thread_id": self.thread},
             "metadata": {"user_id": self.user},  # lets `cdarec sessions` say whose it is
@@ -271,6 +333,8 @@ class ChatSession:
     ) -> dict[str, Any]:
         """Run one turn, reporting each step as it finishes and the fused list as soon as
         the device has it (before the SLM's reasons); returns the thread's state."""
+        if self.res.refresh_sequence_model():
+            self.notice = "The trained SASRec is ready: the device uses it from this turn on."
         for mode, chunk in self.graph.stream(
             {"request": request},
             self.config,
@@ -402,6 +466,9 @@ def cmd_chat(args: argparse.Namespace) -> int:
         if request is None:
             return
         values = session.turn(request, on_step, None if args.json else print_first_items)
+        if session.notice and not args.json:
+            console.print(f"[green]{session.notice}[/green]")
+        session.notice = ""
         if args.json:
             print(turn_json(session, values))
         else:
@@ -414,6 +481,11 @@ def cmd_chat(args: argparse.Namespace) -> int:
         console.print(
             f"cdarec chat - user {session.user}, session {session.thread} (`help` for commands)"
         )
+        if (log := training_in_progress(session.res)) is not None:
+            console.print(
+                f"[dim]SASRec is still training in the background (log: {log}); the device "
+                "uses the transition model until it is ready.[/dim]"
+            )
     if args.message is not None:
         run(args.message)
     interactive = sys.stdin.isatty()
@@ -637,6 +709,12 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("setup", parents=[common], help="pull models and data, build the catalogue")
     s.add_argument("--tests", action="store_true", help="also pull the small test model")
     s.add_argument("--datasets", nargs="*", help="data sets to prepare (default: --dataset)")
+    s.add_argument(
+        "--no-train",
+        action="store_true",
+        help="do not start training the SASRec structured model in the background (by "
+        "default set-up starts it when none is cached; the chat switches to it when done)",
+    )
     s.set_defaults(func=cmd_setup)
 
     m = sub.add_parser("models", help="list or pull model files").add_subparsers(

@@ -98,6 +98,27 @@ class Resources:
                 )
         return self.transition_model
 
+    def sasrec_path(self) -> Any:
+        from cdarec.seqrec.train_cli import model_path
+
+        return model_path(self.dataset, self.settings.home, train_config(self.dataset))
+
+    def refresh_sequence_model(self) -> bool:
+        """Switch to the trained SASRec if it appeared since the transition model was
+        chosen (a background `cdarec train` finished); True if it switched."""
+        with self._lock:
+            current = self.__dict__.get("sequence_model")
+            if (
+                self.settings.sequence_model != "auto"
+                or current is None
+                or current is not self.__dict__.get("transition_model")
+                or not self.sasrec_path().exists()
+            ):
+                return False
+            for name in ("sequence_model", "collab_index"):
+                self.__dict__.pop(name, None)
+            return self.sequence_model is not self.transition_model
+
     def sasrec_model(self, console: Any = None, *, retrain: bool = False) -> Any:
         """The trained SASRec for the data set: loaded from the cache, or trained now (the
         cloud's job; shows progress on ``console``) and cached for the device."""

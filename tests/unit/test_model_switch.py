@@ -1,0 +1,31 @@
+"""The chat starts on the transition model and switches to SASRec once a background
+training has written it (real ML-100K, a real tiny SASRec)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from cdarec.app import background_training, training_in_progress
+from cdarec.runtime import Resources
+from cdarec.seqrec.sasrec import TrainConfig
+from cdarec.seqrec.train_cli import train_or_load
+from cdarec.settings import Settings
+from tests.conftest import REAL_HOME
+
+
+def test_the_device_switches_to_sasrec_when_its_training_finishes(home: Path) -> None:
+    if not (REAL_HOME / "datasets" / "ml-100k").exists():
+        pytest.fail("ML-100K missing: run scripts/test.sh")
+    res = Resources(Settings(home=home, dataset="ml-100k"))
+    assert res.sequence_model is res.transition_model
+    assert not res.refresh_sequence_model(), "nothing trained yet: no switch"
+    assert training_in_progress(res) is None
+    tiny = TrainConfig(hidden=16, max_len=50, epochs=1, time_budget_s=30, valid_users=100)
+    train_or_load(res.dataset, home, tiny).save(res.sasrec_path())
+    assert res.refresh_sequence_model()
+    assert res.sequence_model is not res.transition_model
+    assert hasattr(res.sequence_model, "item_vectors")
+    assert not res.refresh_sequence_model(), "switches once"
+    assert background_training(res) is None, "a trained model is not trained again"
