@@ -467,6 +467,12 @@ def answer_notes(request: str, bound: Constraints | None) -> list[str]:
     """What the reply must say before the list: what could not be met, and how the
     request was relaxed to find the closest items."""
     notes = []
+    if bound is not None and bound.conflicts:
+        notes.append(
+            "Parts of the request contradict each other ("
+            + "; ".join(bound.conflicts)
+            + "): I kept the exclusion and dropped the contradicting years."
+        )
     if bound is not None and bound.unknown_title:
         notes.append(
             f"I don't know \u201c{bound.unknown_title}\u201d in this catalogue, so these follow "

@@ -102,6 +102,9 @@ GENRE_WORDS: dict[str, tuple[str, ...]] = {
     "drama": ("drama",),
     "dramas": ("drama",),
     "dramatic": ("drama",),
+    "tearjerker": ("drama",),
+    "tearjerkers": ("drama",),
+    "tear-jerker": ("drama",),
     "fantasy": ("fantasy",),
     "magical": ("fantasy",),
     "fairy tale": ("fantasy",),
@@ -192,6 +195,9 @@ class Constraints(BaseModel):
         default=None, max_length=80, description="a film named that the catalogue lacks"
     )
     residual: str = Field(default="", max_length=200, description="words nothing here read")
+    conflicts: list[str] = Field(
+        default_factory=list, description="parts of the request that contradict each other"
+    )
     relaxed: list[str] = Field(default_factory=list, description="what was relaxed, in order")
 
     @property
@@ -345,8 +351,26 @@ class Vocabulary:
             return None
         if key in self._by_title:
             return self._by_title[key]
+        # "star wars" names "Star Wars: Episode IV - A New Hope": a title that starts
+        # with the span's words (the most popular such title), for spans of 2+ words.
+        if " " in key:
+            for item_id, label, tkey in self.titles:
+                if tkey.startswith(key + " "):
+                    return item_id, label
         close = difflib.get_close_matches(key, list(self._by_title), n=1, cutoff=0.86)
         return self._by_title[close[0]] if close else None
+
+    def find_titles(self, text: str) -> list[tuple[str, str]]:
+        """The films a span names: the whole span, else each part of a list ("Toy Story
+        and Shrek", "Alien, Heat or Fargo")."""
+        if found := self.find_title(text):
+            return [found]
+        parts = re.split(r"\s*(?:,|;|&|\band\b|\bor\b)\s*", text, flags=re.I)
+        out = []
+        for part in parts:
+            if part.strip() and (hit := self.find_title(part)) and hit not in out:
+                out.append(hit)
+        return out[:3]
 
 
 _ARTICLES = ("the ", "a ", "an ", "la ", "le ", "les ", "el ", "il ", "das ", "der ", "die ")
@@ -377,7 +401,11 @@ _AFTER = re.compile(
     r"|\bfrom\s+(\d{4})\s+(?:on|onwards|onward)\b",
     re.I,
 )
-_BETWEEN = re.compile(r"\bbetween\s+(\d{4})\s+and\s+(\d{4})", re.I)
+_BETWEEN = re.compile(
+    r"\b(?:between\s+(\d{4})\s+and|from\s+(\d{4})\s+(?:to|until|till)|(\d{4})\s*(?:-|–|to))"
+    r"\s*(\d{4})\b",
+    re.I,
+)
 _OLD = re.compile(r"\b(old|older|classic|classics|golden age|vintage|black and white)\b", re.I)
 _NEW = re.compile(r"\b(recent|new|newer|newest|latest|modern)\b", re.I)
 _STOP = frozenset(
@@ -396,7 +424,8 @@ def _years(text: str, latest: int | None) -> tuple[int | None, int | None, list[
     spans: list[tuple[int, int]] = []
     lo = hi = None
     if m := _BETWEEN.search(text):
-        a, b = sorted((int(m.group(1)), int(m.group(2))))
+        first = next(g for g in m.groups()[:3] if g)
+        a, b = sorted((int(first), int(m.group(4))))
         return a, b, [m.span()]
     decades = []
     for m in _DECADE.finditer(text):
@@ -425,9 +454,9 @@ def _years(text: str, latest: int | None) -> tuple[int | None, int | None, list[
             lo = hi = int(free[0].group(1))
             spans.append(free[0].span())
     if lo is None and hi is None:
-        if m := _OLD.search(text):
+        if old := list(_OLD.finditer(text)):
             hi = 1969
-            spans.append(m.span())
+            spans += [m.span() for m in old]
         elif (m := _NEW.search(text)) and latest:
             lo = latest - 4
             spans.append(m.span())
@@ -454,10 +483,10 @@ def parse_request(text: str, vocab: Vocabulary, latest_year: int | None = None) 
         title_text = span_text[: stop.start()] if stop else span_text
         title_text = re.sub(r"^(?:the\s+movie|the\s+film)\s+", "", title_text.strip(), flags=re.I)
         title_text = title_text.strip(" \"'“”")
-        found = vocab.find_title(title_text) if title_text else None
+        found = vocab.find_titles(title_text) if title_text else []
         if found:
-            like_ids.append(found[0])
-            like_labels.append(found[1])
+            like_ids += [f[0] for f in found]
+            like_labels += [f[1] for f in found]
             consumed.append((m.start("what"), m.start("what") + len(title_text) + 1))
         elif title_text and not vocab._phrase_re.fullmatch(title_text.lower().strip()):
             words = [w for w in re.findall(r"[a-z0-9']+", title_text.lower()) if w not in _STOP]
@@ -465,6 +494,10 @@ def parse_request(text: str, vocab: Vocabulary, latest_year: int | None = None) 
             if words and not is_genre_talk and not _DECADE.search(title_text):
                 unknown = title_text[:80]
                 consumed.append((m.start("what"), m.start("what") + len(title_text) + 1))
+    if not m and not like_ids and (bare := vocab.find_title(raw.strip(" ?!.\"'"))):
+        # The whole request is a film's title: more like it.
+        like_ids, like_labels = [bare[0]], [bare[1]]
+        consumed.append((0, len(lowered)))
     blanked = "".join(
         " " if any(a <= i < b for a, b in consumed) else ch for i, ch in enumerate(lowered)
     )  # a year inside a named title ("Groundhog Day (1993)") is no constraint
@@ -494,7 +527,11 @@ def parse_request(text: str, vocab: Vocabulary, latest_year: int | None = None) 
                 name = vocab.genre_by_key.get(k)
                 if name and name not in avoid:
                     avoid.append(name)
-    genres = [g for g in genres if g not in excluded]
+    conflicts = [f"{g} and no {g}" for g in genres if g in excluded]
+    genres = [g for g in genres if g not in excluded]  # "not" wins: the safer reading
+    if year_min is not None and year_max is not None and year_min > year_max:
+        conflicts.append(f"from {year_min} on and before {year_max + 1}")
+        year_min = year_max = None
     avoid = [g for g in avoid if g not in genres and g not in excluded]
     rest = "".join(
         " " if any(a <= i < b for a, b in consumed) else ch for i, ch in enumerate(lowered)
@@ -514,6 +551,7 @@ def parse_request(text: str, vocab: Vocabulary, latest_year: int | None = None) 
         like_labels=like_labels,
         unknown_title=unknown,
         residual=residual[:200],
+        conflicts=conflicts,
     )
 
 

@@ -173,3 +173,14 @@ def test_fact_reasons_are_true_and_differ_between_items(vocab) -> None:
         like_genres=("Horror", "Sci-Fi"),
     )
     assert "Alien (1979)" in like and check_reason(like, items[0], vocab, ["Alien (1979)"]) == []
+
+
+def test_lists_of_films_prefixes_ranges_and_contradictions(vocab) -> None:
+    assert parse_request("films like Alien and Groundhog Day", vocab).like_items == ["a1", "g1"]
+    assert parse_request("Groundhog Day", vocab).like_items == ["g1"], "a bare title"
+    c = parse_request("movies from 1985 to 1990", vocab)
+    assert (c.year_min, c.year_max) == (1985, 1990) and not c.residual
+    both = parse_request("a comedy but not a comedy", vocab)
+    assert both.exclude_genres == ["Comedy"] and not both.genres and both.conflicts
+    years = parse_request("a 1990s film made before 1980", vocab)
+    assert years.year_min is None and years.year_max is None and years.conflicts
