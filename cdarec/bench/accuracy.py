@@ -419,13 +419,7 @@ def run(
             console.print(f"  {m:22} {len(users):5d} users  N@10 {rows[-1].ndcg[10]:6.2f}")
     llm_methods = [m for m in methods if m in WITH_LLM]
     if llm_methods:
-        with Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=console,
-        ) as bar:
+        with progress(console) as bar:
             for m in llm_methods:
                 task = bar.add_task(f"{m:22}", total=len(proto.sample))
 
@@ -442,6 +436,35 @@ def run(
     print_table(rows, proto, console)
     write_results(rows, proto, settings, seed, out_dir, console)
     return rows
+
+
+def progress(console: Console) -> Progress:
+    """The progress bar of every benchmark's LLM turns (one task per method)."""
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+    )
+
+
+def write_report(
+    stem: Path,
+    text: str,
+    payload: dict[str, Any],
+    plot_to: Callable[[Path], None],
+    console: Console,
+) -> None:
+    """A benchmark's Markdown table, JSON and plot, side by side (``stem``.md/.json/.png)."""
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    Path(f"{stem}.md").write_text(text + "\n")
+    Path(f"{stem}.json").write_text(json.dumps(payload, indent=2))
+    try:
+        plot_to(Path(f"{stem}.png"))
+        console.print(f"wrote {stem}.json, .md, .png")
+    except ImportError:
+        console.print(f"wrote {stem}.json, .md [dim](no matplotlib: no plot)[/dim]")
 
 
 def bench_resources(
@@ -487,8 +510,6 @@ def write_results(
     out_dir: Path,
     console: Console,
 ) -> None:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    stem = f"accuracy-llmrank-{_slug(proto.ds.name)}"
     payload = {
         "protocol": "llmrank",
         "dataset": proto.ds.name,
@@ -504,17 +525,12 @@ def write_results(
             {"method": n, "users": u, "ndcg": dict(zip(KS, v, strict=True))}
             for n, u, v in ANCHOR_ROWS
         ],
-        "rows": [{k: v for k, v in asdict(r).items()} for r in rows],
+        "rows": [asdict(r) for r in rows],
     }
-    (out_dir / f"{stem}.json").write_text(json.dumps(payload, indent=2))
-    (out_dir / f"{stem}.md").write_text(markdown_table(rows, proto) + "\n")
-    png = out_dir / f"{stem}.png"
-    try:
-        plot(rows, proto, png)
-    except ImportError:
-        console.print("[dim]matplotlib is not installed: no plot[/dim]")
-        png = None  # type: ignore[assignment]
-    console.print(f"wrote {out_dir / stem}.json, .md" + (", .png" if png else ""))
+    stem = out_dir / f"accuracy-llmrank-{_slug(proto.ds.name)}"
+    write_report(
+        stem, markdown_table(rows, proto), payload, lambda p: plot(rows, proto, p), console
+    )
 
 
 def plot(rows: list[Row], proto: ProtocolA, path: Path) -> None:

@@ -11,7 +11,6 @@ the device's proposals form the pool, the device ranks it, and its top 10 is the
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -19,7 +18,6 @@ from typing import Any
 
 import numpy as np
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from cdarec.bench.accuracy import (
     GRAPH,
@@ -28,6 +26,8 @@ from cdarec.bench.accuracy import (
     _slug,
     bench_resources,
     graph_turns,
+    progress,
+    write_report,
 )
 from cdarec.data.derive import derive_seq_dataset
 from cdarec.device.ranking import catalogue_structured, structured_blend
@@ -172,13 +172,7 @@ def run(
             console.print(f"  {m:22} {len(users):5d} users  HR@10 {hr:.4f}  NDCG@10 {nd:.4f}")
     graph_methods = [m for m in methods if m not in NO_LLM]
     if graph_methods:
-        with Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=console,
-        ) as bar:
+        with progress(console) as bar:
             for m in graph_methods:
                 task = bar.add_task(f"{m:22}", total=len(proto.sample))
                 t0 = time.perf_counter()
@@ -201,29 +195,18 @@ def run(
     text = markdown_table(rows, ds.name)
     console.print()
     console.print(text, markup=False, highlight=False, soft_wrap=True)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "protocol": "full",
+        "dataset": ds.name,
+        "users": ds.n_users,
+        "items": ds.n_items,
+        "interactions": ds.n_interactions,
+        "seed": seed,
+        "anchors": [{"method": n, "hr10": h, "ndcg10": d} for n, h, d in ANCHOR_ROWS],
+        "rows": [asdict(r) for r in rows],
+    }
     stem = out_dir / f"accuracy-full-{_slug(ds.name)}"
-    Path(f"{stem}.md").write_text(text + "\n")
-    Path(f"{stem}.json").write_text(
-        json.dumps(
-            {
-                "protocol": "full",
-                "dataset": ds.name,
-                "users": ds.n_users,
-                "items": ds.n_items,
-                "interactions": ds.n_interactions,
-                "seed": seed,
-                "anchors": [{"method": n, "hr10": h, "ndcg10": d} for n, h, d in ANCHOR_ROWS],
-                "rows": [asdict(r) for r in rows],
-            },
-            indent=2,
-        )
-    )
-    try:
-        plot(rows, ds.name, Path(f"{stem}.png"))
-        console.print(f"wrote {stem}.json, .md, .png")
-    except ImportError:
-        console.print(f"wrote {stem}.json, .md [dim](no matplotlib: no plot)[/dim]")
+    write_report(stem, text, payload, lambda p: plot(rows, ds.name, p), console)
     return rows
 
 

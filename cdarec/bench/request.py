@@ -20,7 +20,6 @@ ceiling), cdarec and its ablations, cloud-only.
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -28,9 +27,16 @@ from typing import Any
 
 import numpy as np
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from cdarec.bench.accuracy import GRAPH, ProtocolA, _slug, bench_resources, graph_turns
+from cdarec.bench.accuracy import (
+    GRAPH,
+    ProtocolA,
+    _slug,
+    bench_resources,
+    graph_turns,
+    progress,
+    write_report,
+)
 from cdarec.bench.full import metrics, structured_row
 from cdarec.data import Dataset
 from cdarec.device.ranking import structured_blend
@@ -259,13 +265,7 @@ def run(
         console.print(f"  {m:22} HR@10 {hr:.4f}  NDCG@10 {nd:.4f}  satisfaction {sat:.3f}")
     graph_methods = [m for m in methods if m not in NO_LLM]
     if graph_methods:
-        with Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=console,
-        ) as bar:
+        with progress(console) as bar:
             for m in graph_methods:
                 task = bar.add_task(f"{m:22}", total=len(users))
                 t0 = time.perf_counter()
@@ -282,26 +282,15 @@ def run(
     text = markdown_table(rows, ds.name, kinds)
     console.print()
     console.print(text, markup=False, highlight=False, soft_wrap=True)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "protocol": "request",
+        "dataset": ds.name,
+        "seed": seed,
+        "requests": {u: asdict(a) for u, a in asks.items()},
+        "rows": [asdict(r) for r in rows],
+    }
     stem = out_dir / f"accuracy-request-{_slug(ds.name)}"
-    Path(f"{stem}.md").write_text(text + "\n")
-    Path(f"{stem}.json").write_text(
-        json.dumps(
-            {
-                "protocol": "request",
-                "dataset": ds.name,
-                "seed": seed,
-                "requests": {u: asdict(a) for u, a in asks.items()},
-                "rows": [asdict(r) for r in rows],
-            },
-            indent=2,
-        )
-    )
-    try:
-        plot(rows, ds.name, Path(f"{stem}.png"))
-        console.print(f"wrote {stem}.json, .md, .png")
-    except ImportError:
-        console.print(f"wrote {stem}.json, .md [dim](no matplotlib: no plot)[/dim]")
+    write_report(stem, text, payload, lambda p: plot(rows, ds.name, p), console)
     return rows
 
 
