@@ -43,6 +43,22 @@ def test_accuracy_methods_with_llms_on_real_models(
     assert "| **cloud-only** | 2 |" in console.export_text()
 
 
+def test_request_protocol_on_real_models(
+    bench_settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from cdarec.bench import request
+
+    monkeypatch.setattr(runtime, "train_config", lambda ds: TINY)
+    console = Console(record=True, width=200)
+    rows = request.run(
+        bench_settings, ["oracle-filter", "cdarec"], 3, seed=5, out_dir=tmp_path, console=console
+    )
+    graph = next(r for r in rows if r.method == "cdarec")
+    assert len(graph.ranks) == 3 and graph.grounded is not None
+    assert graph.satisfaction >= 0.5, "the request binds the list on the real models too"
+    assert "smollm2" in graph.note.lower()
+
+
 def test_latency_bench_on_real_models(
     bench_settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
