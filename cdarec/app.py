@@ -403,7 +403,7 @@ def print_turn(values: dict[str, Any]) -> None:
         console.print(f"[bold]{escape(note)}[/bold]")
     console.print(table)
     for w in turn_warnings(values):
-        err_console.print(f"[yellow]warning:[/yellow] {w}")
+        err_console.print(f"[yellow]warning:[/yellow] {w}", soft_wrap=True)
     if plan is not None:
         w = plan.weights
         console.print(

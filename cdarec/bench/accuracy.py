@@ -47,6 +47,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from cdarec.data import Dataset, leave_one_out
 from cdarec.data.split import history_before_test
 from cdarec.device.ranking import blend_structured, catalogue_structured, structured_blend
+from cdarec.graph.plan import Plan
 from cdarec.memory.device_memory import DeviceRecord
 from cdarec.runtime import Resources, use_resources
 from cdarec.seqrec.protocol import demote_seen, label_ranks, ndcg_at, sample_candidates
@@ -349,7 +350,7 @@ def graph_turns(
         for node in {r.node for r in trace if r.status == "fallback"}:
             fell_back[node] = fell_back.get(node, 0) + 1
         model_names |= {r.model for r in trace if r.model}
-        if (plan := values.get("plan")) is not None:
+        if isinstance(plan := values.get("plan"), Plan):  # the cloud-only agent has none
             sources[plan.source] = sources.get(plan.source, 0) + 1
             w = plan.weights
             weights.append((w.sequence, w.semantic, w.judge))
