@@ -119,7 +119,7 @@ def _plan_strategy(
     else:
         rule, why = choose_strategy(abstract, constraints, request)
         chosen = out.value.strategy
-        note = "planner" + (f"; the rule would take {rule} ({why})" if chosen != rule else "")
+        note = f"the rule would take {rule} ({why})" if chosen != rule else f"as the rule: {why}"
         plan = plan_for(
             chosen,
             abstract,

@@ -7,6 +7,7 @@ abstract for the cloud, and proposals / ranking / reply for the user on the devi
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -222,6 +223,10 @@ def _pool(
     return list(pool.values())
 
 
+def _words(text: str) -> set[str]:
+    return set(re.findall(r"[a-z0-9']+", text.lower()))
+
+
 def _mask_of(indices: Sequence[int], n: int) -> np.ndarray:
     out = np.zeros(n, dtype=bool)
     out[list(indices)] = True
@@ -421,6 +426,8 @@ def rank_on_device(
         reason, source = p.reason, "slm"
         if reason and check_reason(reason, facts, res.vocabulary, allowed):
             reason, replaced = "", replaced + 1  # a false claim: replaced by a true one
+        elif reason and len(_words(reason) - _words(p.label)) < 3:
+            reason = ""  # the title and little else says nothing: facts say more
         if not reason:
             reason, source = (
                 fact_reason(

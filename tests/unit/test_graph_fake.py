@@ -23,7 +23,8 @@ from tests.fakes import by_task, fake_llm
 PLAN = json.dumps({"strategy": "balanced"})
 COLD_START = json.dumps({"strategy": "cold-start"})
 QUERIES = json.dumps({"queries": ["light science fiction comedy"]})
-JUDGE = json.dumps({"picks": [{"n": 2, "reason": "fits"}, {"n": 1, "reason": "also"}]})
+FITS, ALSO = "a fine pick for tonight", "also worth a look"
+JUDGE = json.dumps({"picks": [{"n": 2, "reason": FITS}, {"n": 1, "reason": ALSO}]})
 
 
 @pytest.fixture()
@@ -45,6 +46,13 @@ def nodes(out) -> list[str]:
     return [r.node for r in out["trace"]]
 
 
+def test_a_reason_that_only_repeats_the_title_is_replaced(setup) -> None:
+    s, res, g = setup()
+    res.device_llm.chat.script = lambda m: json.dumps({"picks": [{"n": 1, "reason": "x"}]})
+    out = g.invoke({"request": ""}, {"configurable": {"thread_id": "t"}}, context=s)
+    assert all(r.reason_source == "facts" and len(r.reason.split()) >= 3 for r in out["ranking"])
+
+
 def test_full_turn_runs_every_planned_node_once(setup) -> None:
     s, res, g = setup()
     out = g.invoke({"request": "something light"}, {"configurable": {"thread_id": "t"}}, context=s)
@@ -63,8 +71,8 @@ def test_full_turn_runs_every_planned_node_once(setup) -> None:
     assert len(out["ranking"]) == 4
     # the SLM's picks keep their reasons (true: they name no genre, year or title)
     by_reason = {r.reason: r for r in out["ranking"]}
-    assert by_reason["fits"].reason_source == "slm" and by_reason["fits"].grounded
-    assert out["plan"].weights.judge > 0 and by_reason["fits"].parts["judge"] == 1.0
+    assert by_reason[FITS].reason_source == "slm" and by_reason[FITS].grounded
+    assert out["plan"].weights.judge > 0 and by_reason[FITS].parts["judge"] == 1.0
     seen = set(res.device_record("196").history_ids())
     assert not seen & {r.item_id for r in out["ranking"]}, "watched items are never recommended"
 
