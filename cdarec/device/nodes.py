@@ -234,7 +234,6 @@ def _mask_of(indices: Sequence[int], n: int) -> np.ndarray:
 
 
 def strictness(
-    res: Resources,
     asked: Constraints | None,
     bound: Constraints | None,
     pool: Sequence[PoolItem],
@@ -252,14 +251,20 @@ def strictness(
     return out
 
 
+def unit_item_vectors(model: object) -> np.ndarray | None:
+    """The structured model's item vectors scaled to length 1 (None without vectors)."""
+    if not hasattr(model, "item_vectors"):
+        return None
+    vecs = model.item_vectors()
+    return vecs / np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-9)
+
+
 def likeness(res: Resources, anchors: Sequence[int]) -> np.ndarray:
     """How like the named films each catalogue item is: cosine in the structured model's
     item space (its neighbours; the transition model's rows without one), averaged with
     the share of genres in common (Jaccard)."""
     ds, model = res.dataset, res.sequence_model
-    if hasattr(model, "item_vectors"):
-        vecs = model.item_vectors()
-        unit = vecs / np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-9)
+    if (unit := unit_item_vectors(model)) is not None:
         near = (unit @ unit[list(anchors)].T).max(axis=1)
     else:
         rows = [res.transition_model.scores(np.array([a], dtype=np.int64)) for a in anchors]
@@ -283,9 +288,7 @@ def nearest_in_history(res: Resources, history: np.ndarray, items: Sequence[int]
         return [-1] * len(items)
     model = res.sequence_model
     cand = list(items)
-    if hasattr(model, "item_vectors"):
-        vecs = model.item_vectors()
-        unit = vecs / np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-9)
+    if (unit := unit_item_vectors(model)) is not None:
         near = unit[cand] @ unit[recent].T
     else:
         near = res.transition_model.trans[recent][:, cand].toarray().T
@@ -348,7 +351,9 @@ def rank_on_device(
         for level in asked.relaxations()[: len(constraints.relaxed)]:
             near = res.catalogue_facts.mask(level) & unseen
             extra += top_k(np.where(near, scores, -np.inf), 10, np.flatnonzero(~near)).tolist()
-    pool = _pool(res, state, rec, eligible | _mask_of(extra, ds.n_items), extra)
+    allowed = eligible | _mask_of(extra, ds.n_items)
+    allowed[anchors] = False
+    pool = _pool(res, state, rec, allowed, extra)
     for p in pool:
         i = ds.item_index[p.item_id]
         p.sequence = float(scores[i])
@@ -360,7 +365,7 @@ def rank_on_device(
     w = plan.weights
     fuse(pool, w.sequence, w.semantic, w.similar)
     # After a relaxation, items that meet more of the request come first (the closest).
-    tier = strictness(res, state.get("constraints"), constraints, pool)
+    tier = strictness(state.get("constraints"), constraints, pool)
     pool.sort(key=lambda p: (tier.get(p.item_id, 0), -p.fused))
     usage, status, detail = Usage(), "ok", f"{len(pool)} candidates"
     if constraints is not None and constraints.binding:
