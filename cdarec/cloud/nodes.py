@@ -94,7 +94,11 @@ def _plan_strategy(
         }
     kind = request_kind(request, constraints)
     key = plan_cache_key(abstract, kind, bool(_EXPLORE.search(request)))
-    if res.settings.plan_cache and (cached := res.plan_cache.get(key)) is not None:
+    fits = {"bucket": abstract.state.bucket, "like_items": bool(constraints.like_items)}
+    cached = res.plan_cache.get(key) if res.settings.plan_cache else None
+    if cached is not None and not _fits(cached.strategy, fits):
+        cached = None  # a reused plan must fit this request as a fresh one would
+    if cached is not None:
         plan = cached.model_copy(update={"source": "cached"})
         return {
             "plan": plan,
@@ -109,7 +113,7 @@ def _plan_strategy(
         PlanDraft,
         messages,
         max_tokens=PLAN_MAX_TOKENS,
-        context={"bucket": abstract.state.bucket, "like_items": bool(constraints.like_items)},
+        context=fits,
         fallback=lambda: None,  # type: ignore[arg-type, return-value]
         config=config,
     )
@@ -139,6 +143,14 @@ def _plan_strategy(
             detail=f"{detail}; {reading}",
         ),
     }
+
+
+def _fits(strategy: str, context: dict[str, Any]) -> bool:
+    try:
+        PlanDraft.model_validate({"strategy": strategy}, context=context)
+    except ValueError:
+        return False
+    return True
 
 
 def fallback_intent(state: CloudView) -> Intent:

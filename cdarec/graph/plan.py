@@ -256,7 +256,7 @@ def request_kind(request: str, constraints: Constraints) -> RequestKind:
     """A coarse class of the request, read from its parsed constraints."""
     if not request.strip():
         return "none"
-    if constraints.like_items or constraints.unknown_title:
+    if constraints.like_items:
         return "similar"
     if constraints.binding:
         return "specific"

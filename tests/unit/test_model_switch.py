@@ -15,10 +15,17 @@ from cdarec.settings import Settings
 from tests.conftest import REAL_HOME
 
 
-def test_the_device_switches_to_sasrec_when_its_training_finishes(home: Path) -> None:
+def test_the_device_switches_to_sasrec_when_its_training_finishes(tmp_path: Path) -> None:
     if not (REAL_HOME / "datasets" / "ml-100k").exists():
         pytest.fail("ML-100K missing: run scripts/test.sh")
+    # A home of its own with an empty models folder: the shared fixtures link the real
+    # one, where this test's tiny model must never land.
+    home = tmp_path / "home"
+    (home / "models").mkdir(parents=True)
+    for sub in ("datasets", "embedders"):
+        (home / sub).symlink_to(REAL_HOME / sub, target_is_directory=True)
     res = Resources(Settings(home=home, dataset="ml-100k"))
+    assert not res.sasrec_path().is_relative_to(REAL_HOME)
     assert res.sequence_model is res.transition_model
     assert not res.refresh_sequence_model(), "nothing trained yet: no switch"
     assert training_in_progress(res) is None

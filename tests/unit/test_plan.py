@@ -128,6 +128,8 @@ def test_request_kinds_and_plan_reuse_keys() -> None:
     assert request_kind("a comedy please", Constraints(genres=["Comedy"])) == "specific"
     assert request_kind("films from the 1980s", Constraints(year_min=1980)) == "specific"
     assert request_kind("surprise me", Constraints(residual="surprise")) == "open"
+    # an unknown film is no 'like X': its plan must not be reused for a named film
+    assert request_kind("like Zorblax", Constraints(unknown_title="Zorblax")) == "open"
     a, b = abstract("heavy"), abstract("heavy", "negative")
     assert plan_cache_key(a, "open") == plan_cache_key(abstract("heavy"), "open")
     assert plan_cache_key(a, "open") != plan_cache_key(a, "none")
