@@ -14,7 +14,6 @@ from langchain_core.runnables import RunnableConfig
 from langgraph.runtime import Runtime
 
 from cdarec.graph.plan import (
-    _EXPLORE,
     PlanDraft,
     ablated,
     choose_strategy,
@@ -93,7 +92,7 @@ def _plan_strategy(
             ),
         }
     kind = request_kind(request, constraints)
-    key = plan_cache_key(abstract, kind, bool(_EXPLORE.search(request)))
+    key = plan_cache_key(abstract, kind)
     fits = {"bucket": abstract.state.bucket, "like_items": bool(constraints.like_items)}
     cached = res.plan_cache.get(key) if res.settings.plan_cache else None
     if cached is not None and not _fits(cached.strategy, fits):

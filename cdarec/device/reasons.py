@@ -34,7 +34,7 @@ def _title_spans(text: str, vocab: Vocabulary) -> list[tuple[int, int, str]]:
     words = list(re.finditer(r"[A-Za-z0-9'][A-Za-z0-9'&:-]*", text))
     found: list[tuple[int, int, str]] = []
     taken: set[int] = set()
-    titles = vocab._by_title
+    titles = vocab.by_title
     for n in range(min(12, len(words)), 0, -1):
         for i in range(len(words) - n + 1):
             if any(j in taken for j in range(i, i + n)):
@@ -80,7 +80,7 @@ def check_reason(
         if item.year is None or not start <= item.year <= start + 9:
             problems.append(f"says the {start}s, the film is from {item.year or 'an unknown year'}")
     lowered = rest.lower()
-    for m in vocab._phrase_re.finditer(lowered):
+    for m in vocab.phrase_re.finditer(lowered):
         before = re.findall(r"[a-z']+", lowered[max(0, m.start() - 20) : m.start()])[-2:]
         if any(w in ("not", "no", "without", "isn't", "less") for w in before):
             continue

@@ -249,7 +249,7 @@ def ablated(plan: Plan, ablate: Iterable[str]) -> Plan:
     )
 
 
-RequestKind = Literal["none", "similar", "specific", "open"]
+RequestKind = Literal["none", "similar", "explore", "specific", "open"]
 
 
 def request_kind(request: str, constraints: Constraints) -> RequestKind:
@@ -258,17 +258,19 @@ def request_kind(request: str, constraints: Constraints) -> RequestKind:
         return "none"
     if constraints.like_items:
         return "similar"
+    if _EXPLORE.search(request):
+        return "explore"
     if constraints.binding:
         return "specific"
     return "open"
 
 
-def plan_cache_key(abstract: UserAbstract, kind: RequestKind, explore: bool = False) -> str:
+def plan_cache_key(abstract: UserAbstract, kind: RequestKind) -> str:
     """What the strategy depends on: the user's bucket, whether there is live feedback at
     all, and the kind of request. Each like or dislike changes the user state but not the
     strategy, so it keeps the cached plan (issue 15)."""
     feedback = "feedback" if abstract.state.live_feedback != "none" else "none"
-    return f"{abstract.state.bucket}|{feedback}|{kind}|{'explore' if explore else ''}"
+    return f"{abstract.state.bucket}|{feedback}|{kind}"
 
 
 def default_plan(

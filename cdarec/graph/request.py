@@ -332,12 +332,12 @@ class Vocabulary:
         return out
 
     @cached_property
-    def _phrase_re(self) -> re.Pattern[str]:
+    def phrase_re(self) -> re.Pattern[str]:
         alts = sorted(self.phrases, key=len, reverse=True)
         return re.compile(r"(?<![\w'])(" + "|".join(re.escape(a) for a in alts) + r")(?![\w'])")
 
     @cached_property
-    def _by_title(self) -> dict[str, tuple[str, str]]:
+    def by_title(self) -> dict[str, tuple[str, str]]:
         out: dict[str, tuple[str, str]] = {}
         for item_id, label, key in self.titles:
             out.setdefault(key, (item_id, label))  # the most popular of equal titles
@@ -349,16 +349,16 @@ class Vocabulary:
         key = title_key(text)
         if not key:
             return None
-        if key in self._by_title:
-            return self._by_title[key]
+        if key in self.by_title:
+            return self.by_title[key]
         # "star wars" names "Star Wars: Episode IV - A New Hope": a title that starts
         # with the span's words (the most popular such title), for spans of 2+ words.
         if " " in key:
             for item_id, label, tkey in self.titles:
                 if tkey.startswith(key + " "):
                     return item_id, label
-        close = difflib.get_close_matches(key, list(self._by_title), n=1, cutoff=0.86)
-        return self._by_title[close[0]] if close else None
+        close = difflib.get_close_matches(key, list(self.by_title), n=1, cutoff=0.86)
+        return self.by_title[close[0]] if close else None
 
     def find_titles(self, text: str) -> list[tuple[str, str]]:
         """The films a span names: the whole span, else each part of a list ("Toy Story
@@ -488,9 +488,9 @@ def parse_request(text: str, vocab: Vocabulary, latest_year: int | None = None) 
             like_ids += [f[0] for f in found]
             like_labels += [f[1] for f in found]
             consumed.append((m.start("what"), m.start("what") + len(title_text) + 1))
-        elif title_text and not vocab._phrase_re.fullmatch(title_text.lower().strip()):
+        elif title_text and not vocab.phrase_re.fullmatch(title_text.lower().strip()):
             words = [w for w in re.findall(r"[a-z0-9']+", title_text.lower()) if w not in _STOP]
-            is_genre_talk = any(vocab._phrase_re.search(w) for w in words)
+            is_genre_talk = any(vocab.phrase_re.search(w) for w in words)
             if words and not is_genre_talk and not _DECADE.search(title_text):
                 unknown = title_text[:80]
                 consumed.append((m.start("what"), m.start("what") + len(title_text) + 1))
@@ -507,7 +507,7 @@ def parse_request(text: str, vocab: Vocabulary, latest_year: int | None = None) 
     excluded: list[str] = []
     avoid: list[str] = []
     tokens_before = re.compile(r"[a-z']+")
-    for gm in vocab._phrase_re.finditer(lowered):
+    for gm in vocab.phrase_re.finditer(lowered):
         if any(a <= gm.start() < b for a, b in consumed):
             continue
         consumed.append(gm.span())

@@ -127,7 +127,8 @@ def test_request_kinds_and_plan_reuse_keys() -> None:
     assert request_kind("like Alien", Constraints(like_items=["Alien (1979)"])) == "similar"
     assert request_kind("a comedy please", Constraints(genres=["Comedy"])) == "specific"
     assert request_kind("films from the 1980s", Constraints(year_min=1980)) == "specific"
-    assert request_kind("surprise me", Constraints(residual="surprise")) == "open"
+    assert request_kind("surprise me", Constraints(residual="surprise")) == "explore"
+    assert request_kind("something to cheer me up", Constraints(residual="cheer")) == "open"
     # an unknown film is no 'like X': its plan must not be reused for a named film
     assert request_kind("like Zorblax", Constraints(unknown_title="Zorblax")) == "open"
     a, b = abstract("heavy"), abstract("heavy", "negative")
