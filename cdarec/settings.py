@@ -155,3 +155,8 @@ class Settings(BaseSettings):
             "seed",
         )
         return "|".join(str(getattr(self, k)) for k in keys)
+
+
+def slug(name: str, limit: int = 60) -> str:
+    """A file-name-safe form of a name (a data set, a user) for paths under the home."""
+    return "".join(c if c.isalnum() or c in "-._" else "_" for c in name)[:limit] or "_"

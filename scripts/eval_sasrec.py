@@ -20,10 +20,11 @@ from pathlib import Path
 
 import numpy as np
 
+from cdarec.cloud.training.sasrec import TrainProgress
 from cdarec.data import history_before_test, leave_one_out, load_dataset
-from cdarec.seqrec.protocol import demote_seen, label_ranks, ndcg_at, sample_candidates
-from cdarec.seqrec.runtime import SASRecModel
-from cdarec.seqrec.sasrec import TrainConfig, TrainProgress, untrained_valid_users
+from cdarec.seqrec.config import TrainConfig, untrained_valid_users
+from cdarec.seqrec.metrics import demote_seen, label_ranks, ndcg_at, sample_candidates
+from cdarec.seqrec.sasrec import SASRecModel
 
 
 def _parse_set(items: list[str]) -> dict[str, object]:
@@ -70,9 +71,9 @@ def evaluate_full(model: SASRecModel, ds, on: str = "test") -> dict[str, dict[st
     ranks each user's validation item after the training items instead (for choosing
     settings without looking at the test items; for a model trained with ``fit_valid``,
     only the watched users', the others' validation items having been trained on)."""
-    from cdarec.bench.full import _rank_of_label, metrics, structured_row
-    from cdarec.device.ranking import structured_blend
-    from cdarec.device.sequence import TransitionModel
+    from cdarec.evaluation.protocols.full import _rank_of_label, metrics, structured_row
+    from cdarec.seqrec.structured import structured_blend
+    from cdarec.seqrec.transition import TransitionModel
 
     split = leave_one_out(ds)
     if on == "valid":
@@ -131,14 +132,14 @@ def main() -> int:
     if args.model:
         model = SASRecModel.load(args.model)
     elif args.cache:
-        from cdarec.seqrec.train_cli import train_or_load
+        from cdarec.cloud.training.train import train_or_load
 
         model = train_or_load(ds, Path(args.home), TrainConfig(**_parse_set(args.set)))
     else:
         cfg = TrainConfig(**_parse_set(args.set))
         print("config:", cfg.model_dump_json(), flush=True)
         split = leave_one_out(ds)
-        from cdarec.seqrec.sasrec import train_sasrec
+        from cdarec.cloud.training.sasrec import train_sasrec
 
         def progress(p: TrainProgress) -> None:
             if p.epoch_done:
@@ -153,7 +154,7 @@ def main() -> int:
         if args.out:
             model.save(args.out)
     if args.protocol == "full":  # the transition weight the device would use
-        from cdarec.seqrec.train_cli import with_transition_blend
+        from cdarec.seqrec.structured import with_transition_blend
 
         model = with_transition_blend(model, ds)
     meta = model.meta

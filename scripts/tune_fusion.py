@@ -6,7 +6,7 @@ SASRec, the transition model, log-popularity and the embedding similarity to the
 of the last 20 watched items. Watched items are ranked last, as on the device. Chose
 the fallback ``TRANSITION_BLEND`` in cdarec/device/ranking.py (the weight the device
 uses is chosen per model when it is trained, in full ranking: ``choose_transition_blend``
-in cdarec/seqrec/train_cli.py; this is the 20-candidate view of the same question);
+in cdarec/cloud/training/train.py; this is the 20-candidate view of the same question);
 never looks at the test items, and keeps to the users whose validation items the served
 SASRec did not train on.
 
@@ -21,9 +21,9 @@ import itertools
 import numpy as np
 
 from cdarec.data import leave_one_out
-from cdarec.runtime import Resources
-from cdarec.seqrec.protocol import label_ranks, ndcg_at, sample_candidates
-from cdarec.seqrec.sasrec import untrained_valid_users
+from cdarec.graph.runtime import Resources
+from cdarec.seqrec.config import untrained_valid_users
+from cdarec.seqrec.metrics import label_ranks, ndcg_at, sample_candidates
 from cdarec.settings import Settings
 
 
@@ -38,7 +38,7 @@ def main() -> None:
     res = Resources(Settings(dataset=args.dataset))
     ds = res.dataset
     split = leave_one_out(ds)
-    model, tm = res.sasrec_model(), res.transition_model
+    model, tm = res.sasrec_model(), res.device.transition_model
     clean = untrained_valid_users(model.meta, split.train, split.valid)
     users = [u for u in split.valid_users() if len(split.train[u]) and u in clean]
     cands = sample_candidates(split.valid, ds.n_items, users, seed=7)
@@ -54,7 +54,7 @@ def main() -> None:
         seq_s[st : st + len(part)] = np.take_along_axis(sc, C[st : st + len(part)], 1)
     tr = np.stack([tm.scores(split.train[u])[C[i]] for i, u in enumerate(users)])
     texts = [f"{it.label()}. Genres: {', '.join(it.genres)}." for it in ds.items]
-    E = res.device_embedder.embed_array(texts)
+    E = res.device.device_embedder.embed_array(texts)
     prof = np.stack([E[split.train[u][-20:]].mean(0) for u in users])
     prof /= np.linalg.norm(prof, axis=1, keepdims=True)
     sem = np.einsum("ud,ucd->uc", prof, E[C])

@@ -25,15 +25,15 @@ from langgraph.checkpoint.memory import InMemorySaver
 from rich.console import Console
 
 import cdarec.cloud.nodes as cloud_nodes
-from cdarec.bench.accuracy import bench_resources, run_resources
-from cdarec.bench.full import K, metrics
+from cdarec.contract.plan import Weights, default_plan
 from cdarec.data import leave_one_out
 from cdarec.data.derive import derive_seq_dataset
+from cdarec.device.memory import DeviceRecord
+from cdarec.evaluation.protocols.full import K, metrics
+from cdarec.evaluation.protocols.sampled import bench_resources, run_resources
 from cdarec.graph.builder import build_graph
-from cdarec.graph.plan import Weights, default_plan
-from cdarec.memory.device_memory import DeviceRecord
-from cdarec.runtime import use_resources
-from cdarec.seqrec.sasrec import untrained_valid_users
+from cdarec.graph.runtime import use_resources
+from cdarec.seqrec.config import untrained_valid_users
 from cdarec.settings import Settings
 
 
@@ -58,7 +58,7 @@ def main() -> int:
     n = min(args.users, len(users))
     users = [users[i] for i in sorted(rng.choice(len(users), n, replace=False))]
     records = {
-        u: DeviceRecord(user_id=u, dataset=ds.name, history=base.dataset_history(u)[:-2])
+        u: DeviceRecord(user_id=u, dataset=ds.name, history=base.device.dataset_history(u)[:-2])
         for u in users
     }
     labels = {u: ds.items[int(split.valid[u])].item_id for u in users}  # type: ignore[arg-type]

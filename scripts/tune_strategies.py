@@ -9,7 +9,7 @@ rule picks the strategy; no SLM judgement, whose weight is 0 in both strategies)
 each user's device memory as it was before the validation item; the device's fused pool
 is captured (each item's structured, semantic and likeness signal), and every weight
 setting of the grid re-ranks the same pool. Prints HR@10 / NDCG@10 / satisfaction per
-setting and strategy; the chosen values go into ``cdarec.graph.plan.STRATEGIES``.
+setting and strategy; the chosen values go into ``cdarec.contract.plan.STRATEGIES``.
 """
 
 from __future__ import annotations
@@ -23,15 +23,15 @@ from langgraph.checkpoint.memory import InMemorySaver
 from rich.console import Console
 
 import cdarec.device.nodes as device_nodes
-from cdarec.bench.accuracy import bench_resources, run_resources
-from cdarec.bench.full import K, metrics
-from cdarec.bench.request import make_ask
 from cdarec.data import leave_one_out
-from cdarec.device.ranking import standardise
+from cdarec.device.memory import DeviceRecord
+from cdarec.evaluation.protocols.full import K, metrics
+from cdarec.evaluation.protocols.request import make_ask
+from cdarec.evaluation.protocols.sampled import bench_resources, run_resources
 from cdarec.graph.builder import build_graph
-from cdarec.memory.device_memory import DeviceRecord
-from cdarec.runtime import use_resources
-from cdarec.seqrec.sasrec import untrained_valid_users
+from cdarec.graph.runtime import use_resources
+from cdarec.seqrec.config import untrained_valid_users
+from cdarec.seqrec.structured import standardise
 from cdarec.settings import Settings
 
 
@@ -56,7 +56,7 @@ def main() -> int:
     ]
     records, asks, labels = {}, {}, {}
     for u in users:
-        hist = base.dataset_history(u)[:-2]
+        hist = base.device.dataset_history(u)[:-2]
         records[u] = DeviceRecord(user_id=u, dataset=ds.name, history=hist)
         labels[u] = int(ds.sequence(u)[-2])
         asks[u] = make_ask(ds, u, labels[u], ds.sequence(u)[:-2], args.seed)

@@ -68,3 +68,19 @@ def smol_settings(shared_home: Path) -> Settings:
         judge_top=4,
         show_top=4,
     )
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+def checkpointer(request: pytest.FixtureRequest, tmp_path: Path):
+    """Every checkpointer backend the graph runs on, with the project's own serializer
+    (its allow-list of state types): graph tests take this fixture and run on each."""
+    from langgraph.checkpoint.memory import InMemorySaver
+
+    from cdarec.graph.checkpoint import serializer, sqlite_checkpointer
+
+    if request.param == "memory":
+        yield InMemorySaver(serde=serializer())
+    else:
+        saver = sqlite_checkpointer(tmp_path / "checkpoints.sqlite")
+        yield saver
+        saver.conn.close()

@@ -13,7 +13,14 @@ from typing import Any
 from langchain_core.runnables import RunnableConfig
 from langgraph.runtime import Runtime
 
-from cdarec.graph.plan import (
+from cdarec.cloud.resources import CloudResources, cloud_resources
+from cdarec.cloud.tools import (
+    CollabInput,
+    RetrievalInput,
+    make_collab_tool,
+    make_retrieval_tool,
+)
+from cdarec.contract.plan import (
     PlanDraft,
     ablated,
     choose_strategy,
@@ -22,19 +29,12 @@ from cdarec.graph.plan import (
     plan_for,
     request_kind,
 )
-from cdarec.graph.request import Constraints, parse_request
-from cdarec.graph.schemas import COLLABORATIVE, Candidate, Intent, intent_json_schema
-from cdarec.graph.state import CloudView
-from cdarec.graph.steps import Step
+from cdarec.contract.request import Constraints, parse_request
+from cdarec.contract.schemas import COLLABORATIVE, Candidate, Intent, intent_json_schema
+from cdarec.contract.state import CloudView
+from cdarec.contract.steps import Step
 from cdarec.llm.structured import call_structured
-from cdarec.runtime import get_resources
 from cdarec.settings import Settings
-from cdarec.tools.retrieval import (
-    CollabInput,
-    RetrievalInput,
-    make_collab_tool,
-    make_retrieval_tool,
-)
 
 PLAN_MAX_TOKENS = 16  # '{"strategy": "request-led"}' is ~8 tokens
 INTENT_MAX_TOKENS = 60
@@ -44,7 +44,7 @@ def _request(state: CloudView) -> str:
     return (state.get("request") or "").strip() or "(no request: recommend what fits)"
 
 
-def _cloud_values(res: Any, state: CloudView) -> dict[str, Any]:
+def _cloud_values(res: CloudResources, state: CloudView) -> dict[str, Any]:
     """The variables of every cloud prompt. Both cloud prompts start with the same
     system text, abstract and request, so the second call reuses the first's prefix."""
     constraints = state.get("constraints") or Constraints()
@@ -59,7 +59,7 @@ def _cloud_values(res: Any, state: CloudView) -> dict[str, Any]:
     }
 
 
-def read_request(res: Any, request: str) -> Constraints:
+def read_request(res: CloudResources, request: str) -> Constraints:
     """The request's constraints, read by code against the public catalogue."""
     return parse_request(request, res.vocabulary, res.latest_year)
 
@@ -68,14 +68,14 @@ def plan_strategy(
     state: CloudView, runtime: Runtime[Settings], config: RunnableConfig
 ) -> dict[str, Any]:
     out = _plan_strategy(state, runtime, config)
-    ablate = get_resources(runtime.context).settings.ablate
+    ablate = cloud_resources(runtime.context).settings.ablate
     return {**out, "plan": ablated(out["plan"], ablate)} if ablate else out
 
 
 def _plan_strategy(
     state: CloudView, runtime: Runtime[Settings], config: RunnableConfig
 ) -> dict[str, Any]:
-    res = get_resources(runtime.context)
+    res = cloud_resources(runtime.context)
     turn, abstract = state["turn"], state["abstract"]
     step = Step("plan_strategy", "cloud", turn)
     request = state.get("request") or ""
@@ -175,7 +175,7 @@ def constraint_query(constraints: Constraints) -> str:
 def model_semantics(
     state: CloudView, runtime: Runtime[Settings], config: RunnableConfig
 ) -> dict[str, Any]:
-    res = get_resources(runtime.context)
+    res = cloud_resources(runtime.context)
     step = Step("model_semantics", "cloud", state["turn"])
     request = (state.get("request") or "").strip()
     if not request:
@@ -243,7 +243,7 @@ def retrieve_candidates(
     """One catalogue search per query, run in parallel (``tool.batch``), within the
     request's constraints (relaxed in their stated order while the first query finds
     fewer than ``RELAX_MIN_HITS``); results are merged by the ``candidates`` reducer."""
-    res = get_resources(runtime.context)
+    res = cloud_resources(runtime.context)
     turn, plan, intent = state["turn"], state["plan"], state.get("intent")
     step = Step("retrieve_candidates", "cloud", turn)
     scope = list(state.get("scope") or [])

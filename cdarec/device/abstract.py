@@ -11,9 +11,9 @@ from __future__ import annotations
 import time
 from collections import Counter
 
+from cdarec.contract.schemas import HistorySize, UserAbstract, UserState
 from cdarec.data import Dataset
-from cdarec.graph.schemas import HistorySize, UserAbstract, UserState
-from cdarec.memory.device_memory import DeviceRecord
+from cdarec.device.memory import DeviceRecord
 
 ACTIVE_DAYS = 30
 RECENT_WINDOW = 50

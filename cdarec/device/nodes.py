@@ -15,27 +15,26 @@ import numpy as np
 from langchain_core.runnables import RunnableConfig
 from langgraph.runtime import Runtime
 
+from cdarec.contract.request import Constraints
+from cdarec.contract.schemas import COLLABORATIVE, Proposal, RankedItem
+from cdarec.contract.state import State
+from cdarec.contract.steps import Step
 from cdarec.device.abstract import summarize
+from cdarec.device.memory import DeviceRecord
 from cdarec.device.ranking import (
     REASON_MAX_CHARS,
     Judgement,
     PoolItem,
     apply_judgement,
-    catalogue_structured,
     fuse,
     judgement_schema,
     salvage_judgement,
-    structured_blend,
 )
 from cdarec.device.reasons import ItemFacts, check_reason, fact_reason
-from cdarec.device.sequence import top_k
-from cdarec.graph.request import Constraints
-from cdarec.graph.schemas import COLLABORATIVE, Proposal, RankedItem
-from cdarec.graph.state import State
-from cdarec.graph.steps import Step
+from cdarec.device.resources import DeviceResources, device_resources
 from cdarec.llm.structured import Usage, call_structured
-from cdarec.memory.device_memory import DeviceRecord
-from cdarec.runtime import Resources, get_resources
+from cdarec.seqrec.structured import catalogue_structured, structured_blend
+from cdarec.seqrec.transition import top_k
 from cdarec.settings import Settings
 
 RECENT_FOR_JUDGE = 5
@@ -67,7 +66,7 @@ def _thread(config: RunnableConfig | None) -> str | None:
 def summarize_on_device(
     state: State, runtime: Runtime[Settings], config: RunnableConfig
 ) -> dict[str, Any]:
-    res = get_resources(runtime.context)
+    res = device_resources(runtime.context)
     turn = int(state.get("turn") or 0) + 1
     step = Step("summarize_on_device", "device", turn)
     rec = res.device_record(res.settings.user_id)
@@ -91,7 +90,7 @@ def summarize_on_device(
 
 
 def excluded_indices(
-    res: Resources, rec: DeviceRecord, thread: str | None, scope: list[str] | None = None
+    res: DeviceResources, rec: DeviceRecord, thread: str | None, scope: list[str] | None = None
 ) -> np.ndarray:
     """Items not to recommend: already watched, disliked, or shown in this session, and
     with a scope, everything outside it."""
@@ -107,7 +106,7 @@ def excluded_indices(
     return np.array(sorted(banned), dtype=np.int64)
 
 
-def sequence_input(res: Resources, rec: DeviceRecord) -> np.ndarray:
+def sequence_input(res: DeviceResources, rec: DeviceRecord) -> np.ndarray:
     """The behaviour sequence the structured model reads: the full private history, with
     'more like' anchors appended as the most recent events (live feedback)."""
     hist = res.history_indices(rec)
@@ -120,7 +119,7 @@ def sequence_input(res: Resources, rec: DeviceRecord) -> np.ndarray:
 
 
 def structured_scores(
-    res: Resources, rec: DeviceRecord, excluded: np.ndarray
+    res: DeviceResources, rec: DeviceRecord, excluded: np.ndarray
 ) -> tuple[np.ndarray, str]:
     """The device's structured signal for every catalogue item (``-inf`` for excluded
     ones), over the full private history: the trained model, with the transition model
@@ -140,7 +139,7 @@ def structured_scores(
 
 
 def bound_eligible(
-    res: Resources, state: State, excluded: np.ndarray
+    res: DeviceResources, state: State, excluded: np.ndarray
 ) -> tuple[Constraints | None, np.ndarray]:
     """The request's constraints at the strictest level that leaves enough unseen items
     (``CatalogueFacts.bind``), and the mask of items that may be shown. The device reads
@@ -157,7 +156,7 @@ def bound_eligible(
 def model_sequence_on_device(
     state: State, runtime: Runtime[Settings], config: RunnableConfig
 ) -> dict[str, Any]:
-    res = get_resources(runtime.context)
+    res = device_resources(runtime.context)
     turn = state["turn"]
     step = Step("model_sequence_on_device", "device", turn)
     rec = res.device_record(res.settings.user_id)
@@ -182,7 +181,11 @@ def model_sequence_on_device(
 
 
 def _pool(
-    res: Resources, state: State, rec: DeviceRecord, eligible: np.ndarray, extra: Sequence[int]
+    res: DeviceResources,
+    state: State,
+    rec: DeviceRecord,
+    eligible: np.ndarray,
+    extra: Sequence[int],
 ) -> list[PoolItem]:
     """Every candidate the cloud retrieved and the device proposed that may be shown
     (``eligible``: unseen, not disliked, within the request's constraints), plus the
@@ -259,7 +262,7 @@ def unit_item_vectors(model: object) -> np.ndarray | None:
     return vecs / np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-9)
 
 
-def likeness(res: Resources, anchors: Sequence[int]) -> np.ndarray:
+def likeness(res: DeviceResources, anchors: Sequence[int]) -> np.ndarray:
     """How like the named films each catalogue item is: cosine in the structured model's
     item space (its neighbours; the transition model's rows without one), averaged with
     the share of genres in common (Jaccard)."""
@@ -278,7 +281,9 @@ def likeness(res: Resources, anchors: Sequence[int]) -> np.ndarray:
     return 0.5 * near + 0.5 * jaccard
 
 
-def nearest_in_history(res: Resources, history: np.ndarray, items: Sequence[int]) -> list[int]:
+def nearest_in_history(
+    res: DeviceResources, history: np.ndarray, items: Sequence[int]
+) -> list[int]:
     """For each item, the film of the recent history most like it: closeness in the
     structured model's item space (the transition model's predecessor strength without
     one) plus the share of genres in common; only films that share a genre count, so a
@@ -302,7 +307,7 @@ def nearest_in_history(res: Resources, history: np.ndarray, items: Sequence[int]
     return [int(recent[j]) if np.isfinite(score[i, j]) else -1 for i, j in enumerate(best)]
 
 
-def _semantic_on_device(res: Resources, pool: list[PoolItem], texts: list[str]) -> None:
+def _semantic_on_device(res: DeviceResources, pool: list[PoolItem], texts: list[str]) -> None:
     """Cosine similarity to the request/queries for items the cloud did not retrieve,
     computed with the device's own copy of the embedder."""
     missing = [p for p in pool if "semantic" not in p.sources]
@@ -320,7 +325,7 @@ def _semantic_on_device(res: Resources, pool: list[PoolItem], texts: list[str]) 
 def rank_on_device(
     state: State, runtime: Runtime[Settings], config: RunnableConfig
 ) -> dict[str, Any]:
-    res = get_resources(runtime.context)
+    res = device_resources(runtime.context)
     turn, plan = state["turn"], state["plan"]
     step = Step("rank_on_device", "device", turn)
     rec = res.device_record(res.settings.user_id)
@@ -499,7 +504,7 @@ def answer_notes(request: str, bound: Constraints | None) -> list[str]:
 
 
 def respond(state: State, runtime: Runtime[Settings], config: RunnableConfig) -> dict[str, Any]:
-    res = get_resources(runtime.context)
+    res = device_resources(runtime.context)
     step = Step("respond", "device", state["turn"])
     ranking = state.get("ranking") or []
     thread = _thread(config)

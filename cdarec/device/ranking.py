@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from pydantic import BaseModel, Field, ValidationInfo, field_validator
 
+from cdarec.seqrec.structured import standardise
+
 # The judge's reason is capped by its JSON schema (``judgement_schema``): a few words
 # cost ~40 ms each on the 0.5B. The model often runs into the cap mid-phrase.
 REASON_MAX_CHARS = 50
@@ -124,61 +126,6 @@ def judgement_schema(n: int, picks: int) -> dict[str, object]:
     }
 
 
-# The weight of z(transition) in the structured signal is a setting of the trained model,
-# chosen per data set on validation items it was not trained on (``blend_sweep``, run by
-# `cdarec train`; stored in the model file's meta as "transition_blend"). The constant is
-# the fallback for a model without one: ML-1M's choice on Protocol A's sampled validation
-# (scripts/tune_fusion.py: NDCG@10 82.8 -> 83.7, 0.1: 83.7, 0.2: 83.4, 0.5: 81.8). On
-# Protocol B's data full ranking prefers less: HR@10 0.2952 at 0.15, 0.3017 at 0.08.
-TRANSITION_BLEND = 0.15
-# The weights ``blend_sweep`` tries.
-BLEND_GRID = (0.0, 0.02, 0.04, 0.06, 0.08, 0.1, 0.12, 0.15, 0.2, 0.3)
-
-
-def structured_blend(model: object) -> float:
-    """The transition weight that goes with a trained model: the one chosen on validation
-    when it was trained (``meta["transition_blend"]``), else ``TRANSITION_BLEND``."""
-    meta = getattr(model, "meta", None) or {}
-    value = meta.get("transition_blend") if isinstance(meta, dict) else None
-    return float(value) if isinstance(value, int | float) else TRANSITION_BLEND
-
-
-def blend_sweep(
-    seq: np.ndarray,
-    trans: np.ndarray,
-    eligible: np.ndarray,
-    labels: np.ndarray,
-    grid: Sequence[float] = BLEND_GRID,
-    k: int = 10,
-) -> dict[float, tuple[float, float]]:
-    """HR@k and NDCG@k of the structured signal (``catalogue_structured``, row by row) for
-    each blend weight in ``grid``, ranking each row's label among its eligible items (ties
-    count against the label). ``seq``, ``trans``: (U, n_items) scores; ``eligible``:
-    (U, n_items) bool; ``labels``: (U,) item indices, eligible in their row."""
-    out: dict[float, tuple[float, float]] = {}
-    for b in grid:
-        ranks = []
-        for s, t, e, y in zip(seq, trans, eligible, labels, strict=True):
-            row = catalogue_structured(s, t, e, b)
-            ranks.append(int((row >= row[y]).sum()) - 1)
-        rank = np.array(ranks)
-        hit = rank < k
-        out[float(b)] = (float(hit.mean()), float((hit / np.log2(rank + 2.0)).mean()))
-    return out
-
-
-def standardise(values: np.ndarray) -> np.ndarray:
-    """z-scores inside the pool; a constant signal is 0. Not clipped: the margin of a
-    confident score is the information the fusion must keep (clipping ties the top)."""
-    v = np.asarray(values, dtype=np.float64)
-    if v.size == 0:
-        return v
-    sd = float(v.std())
-    if sd < 1e-12 or not np.isfinite(sd):
-        return np.zeros(v.size)
-    return (v - v.mean()) / sd
-
-
 @dataclass
 class PoolItem:
     item_id: str
@@ -193,37 +140,6 @@ class PoolItem:
     reason: str = ""
     fused: float = 0.0
     parts: dict[str, float] = field(default_factory=dict)
-
-
-def blend_structured(
-    seq: np.ndarray, trans: np.ndarray | None, blend: float = TRANSITION_BLEND
-) -> np.ndarray:
-    """z(SASRec) + blend * z(transition), re-standardised (just z of the one model when
-    there is no second one): the structured signal, for a pool or a whole catalogue."""
-    z = standardise(seq)
-    if blend > 0 and trans is not None and len(z):
-        z = standardise(z + blend * standardise(trans))
-    return z
-
-
-def catalogue_structured(
-    seq: np.ndarray, trans: np.ndarray | None, eligible: np.ndarray, blend: float = TRANSITION_BLEND
-) -> np.ndarray:
-    """The structured signal over the whole catalogue: ``blend_structured`` over the items
-    that may be recommended (``eligible``, a boolean mask), ``-inf`` elsewhere.
-
-    Standardised at catalogue level, not inside the pool, so that the device's proposals
-    and the pool's structured order are one ranking: inside a pool of SASRec's top 30
-    the two models' z-scores mix in another balance (Protocol B, all 6,033 users: HR@10
-    0.2604 that way against 0.2757 over the catalogue). With a scope (Protocol A's 20
-    candidates) the eligible items are the scope, as before.
-    """
-    out = np.full(len(seq), -np.inf)
-    if eligible.any():
-        out[eligible] = blend_structured(
-            np.asarray(seq)[eligible], None if trans is None else np.asarray(trans)[eligible], blend
-        )
-    return out
 
 
 def fuse(

@@ -16,7 +16,7 @@ import re
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
-from cdarec.graph.request import _DECADE, Constraints, Vocabulary, title_key
+from cdarec.contract.request import _DECADE, Constraints, Vocabulary, title_key
 
 _YEAR = re.compile(r"(?<!\d)(1[89]\d\d|20[0-2]\d)(?!\d)")
 

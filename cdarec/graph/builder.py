@@ -25,13 +25,13 @@ from cdarec.cloud.nodes import (
     plan_strategy,
     retrieve_candidates,
 )
+from cdarec.contract.state import CloudView, State, TurnInput, TurnOutput
 from cdarec.device.nodes import (
     model_sequence_on_device,
     rank_on_device,
     respond,
     summarize_on_device,
 )
-from cdarec.graph.state import CloudView, State, TurnInput, TurnOutput
 from cdarec.settings import Settings
 from cdarec.tracing import guard_tracing
 

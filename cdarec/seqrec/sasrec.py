@@ -1,692 +1,325 @@
-"""Cloud-side SASRec training with PyTorch (imported lazily: importing this module, e.g.
-for ``TrainConfig``, never imports torch).
+"""The device side of SASRec: a NumPy forward pass over trained weights.
 
-The model is the architecture documented in ``cdarec.seqrec.runtime``; training uses
-next-item cross-entropy at every position, either over the full item set (``loss="full"``,
-the default) or over the target plus ``n_negatives`` uniformly sampled items shared by the
-batch (``loss="sampled"``). On two CPU cores the softmax over ML-1M's 3,883 items is most
-of a step: an epoch cost about 26 s with the full softmax and about 11 s sampled, so the
-10-minute budget fitted 22 full epochs or 47 sampled ones (the full softmax is now computed
-in row chunks, ``_chunked_cross_entropy``: about 16 s an epoch, 37 epochs on Protocol B's
-data, where more epochs than 24 no longer change validation). The full softmax still wins on
-both protocols (measured 2026-11-27 with ``scripts/eval_sasrec.py``, same budget, seed 0):
-Protocol A NDCG@10 (50-item history, all users) 77.65 -> 78.68; Protocol B HR@10 /
-NDCG@10 on the ratings >= 3 10-core set 0.2389 / 0.1324 -> 0.2483 / 0.1362. AdamW with a one-epoch
-linear warm-up and cosine (or linear) decay; batches come from length-sorted chunks so
-padding stays small.
+The architecture (mirrored exactly by the PyTorch model in ``cdarec.cloud.training.sasrec``):
 
-CPU-specific choices: dropout masks are slices of one pre-drawn pool (``nn.Dropout``'s
-per-element Bernoulli draws cost about as much as the rest of the step), no dropout on
-the attention weights by default, one additive attention mask per batch, and
-``threads="auto"`` (see ``_ThreadTuner``).
+* input ``x = E[item] + P[position]``; items are shifted by one internally so that row 0
+  of ``E`` is padding (never a candidate). Sequences are right-aligned: the most recent
+  item always sits at position ``max_len - 1`` and shorter histories are left-padded;
+* ``blocks`` pre-LayerNorm transformer blocks: ``x += Attn(LN(x))`` (causal, padding
+  keys masked, every position may attend to itself) then ``x += FFN(LN(x))`` with a
+  tanh-approximated GELU;
+* a final LayerNorm; the user vector is its output at the last position and an item's
+  score is the dot product with that item's (tied) embedding.
 
-Time budget: the epoch plan is fitted to ``time_budget_s`` after every epoch and the
-learning-rate decay follows the plan, so a slower (or busier) machine trains fewer
-epochs but still anneals; training also stops cleanly mid-epoch once the budget is spent.
-Deterministic for a fixed seed and an integer thread count as long as the budget does
-not bind; ``meta`` records what ran (epochs, threads, per-epoch loss and validation).
+Only the last position's query is needed in the last block, which is what ``user_vector``
+computes, so scoring a history of length ``L`` costs ``O(L^2)`` in the earlier blocks and
+``O(L)`` in the last.
 
-Validation (optional, every ``valid_every`` epochs): NDCG@10 on a fixed sample of
-``valid_users`` users' validation items under Protocol A (the validation item + 19
-uniform random items, see ``cdarec.seqrec.protocol``), history = the training sequence.
-With ``fit_valid`` (the default) every other user's validation item is trained on: the
-model that ranks a test item has then learnt from everything before it, as a deployed
-model would (Protocol B, test items, all users: SASRec alone HR@10 0.2543 -> 0.2649 and
-with the transition model 0.2757 -> 0.2785, same budget; settings are still chosen on
-the validation items of models trained without them, ``--set fit_valid=false``).
+The artefact is one ``.npz``: the weight arrays plus a JSON header with the format
+version, the architecture and free-form training metadata.
 """
 
 from __future__ import annotations
 
+import ctypes
+import functools
+import json
 import math
-import os
-import time
-from collections.abc import Callable, Collection, Mapping
+import zipfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from pathlib import Path
+from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from cdarec.seqrec.protocol import label_ranks, ndcg_at, sample_candidates
-from cdarec.seqrec.runtime import Arch, SASRecWeights
-
-if TYPE_CHECKING:
-    import torch
-
-
-class TrainConfig(BaseModel):
-    """Hyper-parameters; the defaults are the ML-1M configuration (about 10 minutes on
-    two CPU cores)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    # architecture
-    hidden: int = Field(64, ge=1)
-    blocks: int = Field(2, ge=1)
-    heads: int = Field(1, ge=1)
-    ffn_dim: int | None = Field(None, ge=1, description="FFN width; None = hidden")
-    max_len: int = Field(200, ge=1)
-    dropout: float = Field(0.1, ge=0.0, lt=1.0)
-    attn_dropout: float = Field(0.0, ge=0.0, lt=1.0, description="on attention weights")
-    ln_eps: float = Field(1e-6, gt=0.0)
-    # optimisation
-    loss: Literal["full", "sampled"] = "full"
-    n_negatives: int = Field(512, ge=1, description="shared negatives for loss='sampled'")
-    lr: float = Field(3e-3, gt=0.0)
-    weight_decay: float = Field(0.0, ge=0.0)
-    betas: tuple[float, float] = (0.9, 0.98)
-    warmup_epochs: float = Field(1.0, ge=0.0)
-    schedule: Literal["cosine", "linear", "constant"] = "cosine"
-    min_lr_frac: float = Field(0.02, ge=0.0, le=1.0)
-    grad_clip: float | None = Field(1.0, gt=0.0)
-    epochs: int = Field(60, ge=1, description="at most; fit_budget may plan fewer")
-    batch_size: int = Field(64, ge=1)
-    window_stride: int | None = Field(
-        None,
-        ge=1,
-        description="None: only each sequence's last max_len items; else "
-        "windows of max_len ending every window_stride items back",
-    )
-    bf16: bool = False
-    # run control
-    time_budget_s: float | None = Field(600.0, gt=0.0)
-    fit_budget: bool = Field(True, description="shrink the epoch plan to fit the budget")
-    seed: int = 0
-    threads: int | Literal["auto"] | None = Field(
-        "auto",
-        description="torch threads; 'auto' keeps whichever of all cores (2 here) or one "
-        "trains faster, re-measured every other epoch; None leaves torch's default",
-    )
-    valid_users: int = Field(1000, ge=0)
-    valid_every: int = Field(5, ge=1)
-    fit_valid: bool = Field(
-        True,
-        description="also train on the validation items, except those of the valid_users "
-        "users that validation watches: the model that serves the test items has then "
-        "learnt from everything before them, as a deployed model would",
-    )
-
-    @model_validator(mode="after")
-    def _check(self) -> TrainConfig:
-        if self.hidden % self.heads:
-            raise ValueError(f"hidden ({self.hidden}) must be divisible by heads ({self.heads})")
-        if isinstance(self.threads, int) and self.threads < 1:
-            raise ValueError("threads must be >= 1, 'auto' or None")
-        return self
-
-    def arch(self, n_items: int) -> Arch:
-        return Arch(
-            n_items=n_items,
-            hidden=self.hidden,
-            blocks=self.blocks,
-            heads=self.heads,
-            ffn_dim=self.ffn_dim or self.hidden,
-            max_len=self.max_len,
-            ln_eps=self.ln_eps,
-        )
-
-
-@dataclass
-class TrainProgress:
-    """What the progress callback receives (after every few batches and each epoch)."""
-
-    epoch: int  # 1-based epoch in progress
-    epochs: int
-    batch: int
-    batches: int
-    loss: float  # running mean loss of the current epoch
-    elapsed_s: float
-    epoch_done: bool = False
-    valid_ndcg10: float | None = None
-    history: list[dict[str, Any]] = field(default_factory=list)
-
-
-ProgressFn = Callable[[TrainProgress], None]
-
-
-# -- data ---------------------------------------------------------------------------------
-def make_examples(
-    train_seqs: Mapping[str, np.ndarray], max_len: int, window_stride: int | None
-) -> list[np.ndarray]:
-    """Windows (internal ids, i.e. item + 1) of at most ``max_len + 1`` items: the model
-    reads ``w[:-1]`` and predicts ``w[1:]``."""
-    out: list[np.ndarray] = []
-    for seq in train_seqs.values():
-        s = np.asarray(seq, dtype=np.int64) + 1
-        if s.size < 2:
-            continue
-        end = s.size
-        while True:
-            start = max(0, end - max_len - 1)
-            out.append(s[start:end])
-            if window_stride is None or start == 0:
-                break
-            end -= window_stride
-            if end < 2:
-                break
-    return out
-
-
-def _batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generator) -> list[np.ndarray]:
-    """Shuffle, sort by length within chunks of 32 batches, shuffle the batch order."""
-    perm = rng.permutation(len(lengths))
-    chunk = batch_size * 32
-    batches: list[np.ndarray] = []
-    for c in range(0, len(perm), chunk):
-        part = perm[c : c + chunk]
-        part = part[np.argsort(lengths[part], kind="stable")]
-        batches.extend(part[i : i + batch_size] for i in range(0, len(part), batch_size))
-    order = rng.permutation(len(batches))
-    return [batches[i] for i in order]
-
-
-def _pad_left(windows: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    n_l = max(len(w) for w in windows) - 1
-    inp = np.zeros((len(windows), n_l), dtype=np.int64)
-    tgt = np.full((len(windows), n_l), -1, dtype=np.int64)
-    for i, w in enumerate(windows):
-        k = len(w) - 1
-        inp[i, n_l - k :] = w[:-1]
-        tgt[i, n_l - k :] = w[1:] - 1
-    return inp, tgt
-
-
-# -- loss ---------------------------------------------------------------------------------
-def _chunked_cross_entropy() -> Any:
-    """Full-softmax cross-entropy over the item table, computed in row chunks.
-
-    Returns an autograd function ``f(h, emb, target, chunk)`` -> mean loss, equal (to float
-    rounding) to ``F.cross_entropy(h @ emb.T, target)``. Why by hand: the stock path writes
-    the (tokens x items) logits, then the log-softmax, then its gradient, each a full pass
-    over a tensor of ~25M floats, and on two CPU cores those passes cost more than the
-    matrix products. Here each chunk's logits stay in cache: the gradient (softmax minus
-    one-hot) is formed in place during the forward pass and the two gradient products run
-    there too, so backward is a multiply. One ML-1M step's loss: 0.24 s -> 0.13 s
-    (7,000 targets x 3,124 items, d=64; same loss and gradients to 1e-6).
-    """
-    import torch
-
-    class ChunkedCE(torch.autograd.Function):
-        @staticmethod
-        def forward(ctx: Any, h: Any, emb: Any, target: Any, chunk: int) -> Any:
-            n = h.shape[0]
-            grad_h = torch.empty_like(h)
-            grad_emb = torch.zeros_like(emb)
-            total = h.new_zeros((), dtype=torch.float64)
-            for s in range(0, n, chunk):
-                hc, tc = h[s : s + chunk], target[s : s + chunk]
-                logits = hc @ emb.T
-                lse = torch.logsumexp(logits, dim=1)
-                total += (lse - logits.gather(1, tc[:, None]).squeeze(1)).sum(dtype=torch.float64)
-                p = logits.sub_(lse[:, None]).exp_()  # softmax, in place
-                p[torch.arange(len(tc)), tc] -= 1.0
-                p.div_(n)
-                grad_h[s : s + chunk] = p @ emb
-                grad_emb.addmm_(p.T, hc)
-            ctx.save_for_backward(grad_h, grad_emb)
-            return (total / max(n, 1)).to(h.dtype)
-
-        @staticmethod
-        def backward(ctx: Any, grad_out: Any) -> Any:
-            grad_h, grad_emb = ctx.saved_tensors
-            return grad_h * grad_out, grad_emb * grad_out, None, None
-
-    return ChunkedCE.apply
-
-
-# -- model --------------------------------------------------------------------------------
-def _build_module(
-    arch: Arch, dropout: float, attn_dropout: float = 0.0, seed: int = 0
-) -> torch.nn.Module:
-    import torch
-    import torch.nn.functional as F
-    from torch import nn
-
-    class PoolDropout(nn.Module):
-        """Dropout whose masks are slices (at random offsets) of one pre-drawn pool.
-
-        ``nn.Dropout`` draws a fresh Bernoulli per element, which on a CPU costs about as
-        much as the rest of a SASRec step; reusing a 16M-element pool at random offsets
-        regularises the same way at the cost of one multiply. Seeded, so deterministic.
-        """
-
-        pool: torch.Tensor
-
-        def __init__(self, p: float, gen: torch.Generator, pool_size: int = 1 << 24) -> None:
-            super().__init__()
-            self.p, self.gen = p, gen
-            if p > 0:
-                keep = torch.rand(pool_size, generator=gen) >= p
-                self.register_buffer("pool", keep.float() / (1.0 - p), persistent=False)
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            if not self.training or self.p == 0:
-                return x
-            n = x.numel()
-            if n > self.pool.numel():
-                return F.dropout(x, self.p, True)
-            off = int(torch.randint(0, self.pool.numel() - n + 1, (1,), generator=self.gen))
-            return x * self.pool[off : off + n].view_as(x)
-
-    gen = torch.Generator().manual_seed(seed + 2)
-    shared = PoolDropout(dropout, gen)
-
-    class Block(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            d, f = arch.hidden, arch.ffn_dim
-            self.ln1 = nn.LayerNorm(d, eps=arch.ln_eps)
-            self.q, self.k, self.v, self.o = (nn.Linear(d, d) for _ in range(4))
-            self.ln2 = nn.LayerNorm(d, eps=arch.ln_eps)
-            self.ff1, self.ff2 = nn.Linear(d, f), nn.Linear(f, d)
-
-        def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-            n_b, n_l, d = x.shape
-            nh = arch.heads
-            drop: Any = shared
-            y = self.ln1(x)
-            q, k, v = (
-                m(y).view(n_b, n_l, nh, d // nh).transpose(1, 2) for m in (self.q, self.k, self.v)
-            )
-            p_attn = attn_dropout if self.training else 0.0
-            o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p_attn)
-            x = x + drop(self.o(o.transpose(1, 2).reshape(n_b, n_l, d)))
-            y = self.ln2(x)
-            return x + drop(self.ff2(drop(F.gelu(self.ff1(y), approximate="tanh"))))
-
-    class SASRec(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.item_emb = nn.Embedding(arch.n_items + 1, arch.hidden, padding_idx=0)
-            self.pos_emb = nn.Embedding(arch.max_len, arch.hidden)
-            self.blocks = nn.ModuleList(Block() for _ in range(arch.blocks))
-            self.lnf = nn.LayerNorm(arch.hidden, eps=arch.ln_eps)
-            self.drop = shared
-            for name, p in self.named_parameters():
-                if name.endswith("emb.weight"):
-                    nn.init.normal_(p, std=0.02)
-                elif p.dim() == 2:
-                    nn.init.xavier_uniform_(p)
-            with torch.no_grad():
-                self.item_emb.weight[0].zero_()
-
-        def forward(self, ids: torch.Tensor) -> torch.Tensor:
-            """(B, L) internal ids, right-aligned -> (B, L, hidden)."""
-            n_l = ids.shape[1]
-            pos = torch.arange(arch.max_len - n_l, arch.max_len, device=ids.device)
-            x = self.drop(self.item_emb(ids) + self.pos_emb(pos)[None])
-            causal = torch.ones(n_l, n_l, dtype=torch.bool, device=ids.device).tril()
-            eye = torch.eye(n_l, dtype=torch.bool, device=ids.device)
-            allowed = ((causal[None] & (ids != 0)[:, None, :]) | eye[None])[:, None]
-            # Additive mask, built once for all blocks (a boolean one is converted per call).
-            mask = torch.zeros(allowed.shape, dtype=x.dtype).masked_fill_(~allowed, -math.inf)
-            for blk in self.blocks:
-                x = blk(x, mask)
-            return self.lnf(x)
-
-    return SASRec()
-
-
-def export_weights(module: torch.nn.Module, arch: Arch) -> dict[str, np.ndarray]:
-    """Torch state -> runtime arrays (``x @ W + b``: linear weights transposed)."""
-
-    def t(x: Any) -> np.ndarray:
-        return x.detach().cpu().float().numpy().copy()
-
-    m: Any = module
-    p: dict[str, np.ndarray] = {
-        "item_emb": t(m.item_emb.weight),
-        "pos_emb": t(m.pos_emb.weight),
-        "lnf_w": t(m.lnf.weight),
-        "lnf_b": t(m.lnf.bias),
-    }
-    for i, blk in enumerate(m.blocks):
-        g = f"b{i}."
-        p[g + "ln1_w"], p[g + "ln1_b"] = t(blk.ln1.weight), t(blk.ln1.bias)
-        p[g + "ln2_w"], p[g + "ln2_b"] = t(blk.ln2.weight), t(blk.ln2.bias)
-        for name, lin in (("q", blk.q), ("k", blk.k), ("v", blk.v), ("o", blk.o)):
-            p[g + "w" + name], p[g + "b" + name] = t(lin.weight).T.copy(), t(lin.bias)
-        p[g + "w1"], p[g + "b1"] = t(blk.ff1.weight).T.copy(), t(blk.ff1.bias)
-        p[g + "w2"], p[g + "b2"] = t(blk.ff2.weight).T.copy(), t(blk.ff2.bias)
-    return p
-
-
-def _lr_factor(step: int, total: int, warmup: int, cfg: TrainConfig) -> float:
-    if step < warmup:
-        return (step + 1) / warmup
-    if cfg.schedule == "constant":
-        return 1.0
-    frac = min(1.0, (step - warmup) / max(1, total - warmup))
-    decay = 0.5 * (1.0 + math.cos(math.pi * frac)) if cfg.schedule == "cosine" else 1.0 - frac
-    return cfg.min_lr_frac + (1.0 - cfg.min_lr_frac) * decay
-
-
-# -- validation ---------------------------------------------------------------------------
-@dataclass
-class _ValidSet:
-    ids: np.ndarray  # (U, L) right-aligned histories, internal ids
-    cands: np.ndarray  # (U, 20) item indices
-    label_pos: np.ndarray  # (U,)
-
-
-def watched_users(
-    train_seqs: Mapping[str, np.ndarray], valid: Mapping[str, int | None], cfg: TrainConfig
-) -> list[str]:
-    """The users whose validation items validation watches (a seeded sample of
-    ``cfg.valid_users``); with ``cfg.fit_valid`` theirs are the only validation items kept
-    out of training."""
-    users = [u for u, v in valid.items() if v is not None and len(train_seqs.get(u, ())) > 0]
-    if not users or cfg.valid_users == 0:
-        return []
-    rng = np.random.default_rng(cfg.seed + 7919)
-    if len(users) > cfg.valid_users:
-        users = [users[i] for i in sorted(rng.choice(len(users), cfg.valid_users, replace=False))]
-    return users
-
-
-def untrained_valid_users(
-    meta: Mapping[str, Any], train_seqs: Mapping[str, np.ndarray], valid: Mapping[str, int | None]
-) -> set[str]:
-    """The users whose validation items a trained model (its ``meta``) has not seen: all of
-    them for a model trained without ``fit_valid``, else the watched sample. Scripts that
-    choose settings on validation items must keep to these."""
-    saved = {k: v for k, v in (meta.get("config") or {}).items() if k in TrainConfig.model_fields}
-    cfg = TrainConfig(**{**saved, "fit_valid": saved.get("fit_valid", False)})
-    if cfg.fit_valid:
-        return set(watched_users(train_seqs, valid, cfg))
-    return {u for u, v in valid.items() if v is not None}
-
-
-def fit_sequences(
-    train_seqs: Mapping[str, np.ndarray],
-    valid: Mapping[str, int | None],
-    keep_out: Collection[str] = (),
-) -> dict[str, np.ndarray]:
-    """Each user's training sequence with the validation item appended (except for the
-    ``keep_out`` users): everything before the test item."""
-    out: dict[str, np.ndarray] = {}
-    skip = set(keep_out)
-    for u, seq in train_seqs.items():
-        v = valid.get(u)
-        out[u] = seq if v is None or u in skip else np.append(np.asarray(seq), v)
-    return out
-
-
-def _valid_set(
-    train_seqs: Mapping[str, np.ndarray],
-    valid: Mapping[str, int | None],
-    users: list[str],
-    n_items: int,
-    cfg: TrainConfig,
-) -> _ValidSet | None:
-    """Protocol A candidates for the watched ``users``' validation items."""
-    if not users:
-        return None
-    cands = sample_candidates(valid, n_items, users, n_neg=min(19, n_items - 1), seed=cfg.seed)
-    hist = [np.asarray(train_seqs[u], dtype=np.int64)[-cfg.max_len :] + 1 for u in users]
-    n_l = max(len(h) for h in hist)
-    ids = np.zeros((len(users), n_l), dtype=np.int64)
-    for i, h in enumerate(hist):
-        ids[i, n_l - len(h) :] = h
-    c = np.stack([cands[u] for u in users])
-    label_pos = np.array([int(np.flatnonzero(cands[u] == valid[u])[0]) for u in users])
-    return _ValidSet(ids=ids, cands=c, label_pos=label_pos)
-
-
-def _validate(module: torch.nn.Module, vs: _ValidSet, batch: int = 256) -> float:
-    import torch
-
-    module.eval()
-    emb: Any = module.item_emb.weight  # type: ignore[union-attr]
-    scores = np.empty(vs.cands.shape, dtype=np.float32)
-    with torch.no_grad():
-        for s in range(0, len(vs.ids), batch):
-            ids = torch.from_numpy(vs.ids[s : s + batch])
-            keep = int((ids != 0).any(dim=0).float().argmax())  # drop all-padding columns
-            h = module(ids[:, keep:])[:, -1]
-            c = emb[torch.from_numpy(vs.cands[s : s + batch]) + 1]
-            scores[s : s + batch] = torch.einsum("bd,bcd->bc", h, c).numpy()
-    module.train()
-    return ndcg_at(label_ranks(scores, vs.label_pos), (10,))[10]
-
-
-# -- training -----------------------------------------------------------------------------
-class _ThreadTuner:
-    """Picks torch's thread count. With ``"auto"``, every ``every`` epochs the first
-    batches alternate between the candidate counts (all usable cores, one), ``probe``
-    batches each, and the fastest per target token is kept. On an idle two-core machine
-    two threads win; when other work keeps a core busy (worse under ``nice``), every
-    parallel region waits for the descheduled thread and one thread is several times
-    faster."""
-
-    def __init__(self, torch_mod: Any, threads: int | str | None, probe: int = 4, every: int = 2):
-        self.torch, self.probe, self.every = torch_mod, probe, every
-        self.auto = threads == "auto"
-        if self.auto:
-            n_cpu = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
-            n_cpu = n_cpu or os.cpu_count() or 1
-            self.candidates = [n_cpu, 1] if n_cpu > 1 else [1]
-            self._set(self.candidates[0])
-        elif isinstance(threads, int):
-            self._set(threads)
-        self.current = int(torch_mod.get_num_threads())
-        self._cost: dict[int, list[float]] = {}
-
-    def _set(self, n: int) -> None:
-        self.torch.set_num_threads(n)
-        self.current = n
-
-    def _probing(self, epoch: int, b: int) -> bool:
-        # Batch 1 is a warm-up (first calls pay one-off costs); then the candidates
-        # alternate batch by batch so that a change in load hits them alike.
-        return (
-            self.auto
-            and len(self.candidates) > 1
-            and (epoch - 1) % self.every == 0
-            and 2 <= b <= 1 + self.probe * len(self.candidates)
-        )
-
-    def before_batch(self, epoch: int, b: int) -> None:
-        if self._probing(epoch, b):
-            if b == 2:
-                self._cost = {}
-            n = self.candidates[(b - 2) % len(self.candidates)]
-            if n != self.current:
-                self._set(n)
-
-    def after_batch(self, epoch: int, b: int, seconds: float, tokens: int) -> None:
-        if not self._probing(epoch, b):
-            return
-        acc = self._cost.setdefault(self.current, [0.0, 0.0])
-        acc[0] += seconds
-        acc[1] += max(1, tokens)
-        if b == 1 + self.probe * len(self.candidates):
-            best = min(self._cost, key=lambda n: self._cost[n][0] / self._cost[n][1])
-            self._set(best)
-
-
-def _plan_epochs(
-    cfg: TrainConfig,
-    done: int,
-    planned: int,
-    elapsed: float,
-    epoch_times: list[float],
-    valid_s: float,
-) -> int:
-    """How many epochs in total fit the time budget, from the median of the last three
-    epochs' durations (one slow epoch, e.g. the first, does not decide the plan). The
-    plan may grow back (up to ``cfg.epochs``) only in its first half, so the learning
-    rate is not raised again near the end of the decay."""
-    if cfg.time_budget_s is None or not cfg.fit_budget or not epoch_times:
-        return planned
-    left = cfg.time_budget_s - elapsed
-    per_epoch = float(np.median(epoch_times[-3:])) + valid_s / cfg.valid_every
-    fit = done + int(max(0.0, left - valid_s) // max(per_epoch, 1e-9))
-    cap = cfg.epochs if done <= planned // 2 else planned
-    return max(done, min(cap, fit))
-
-
-def train_sasrec(
-    train_seqs: Mapping[str, np.ndarray],
-    n_items: int,
-    cfg: TrainConfig | None = None,
-    progress: ProgressFn | None = None,
-    valid: Mapping[str, int | None] | None = None,
-) -> SASRecWeights:
-    """Train SASRec on per-user sequences (item indices, oldest first).
-
-    ``valid`` maps users to their validation item (``split.valid``); with it, NDCG@10 under
-    Protocol A on ``cfg.valid_users`` sampled users is computed every ``valid_every``
-    epochs and reported to ``progress`` and in ``meta["history"]``; with
-    ``cfg.fit_valid`` the other users' validation items are trained on (``fit_sequences``).
-
-    Time budget: with ``fit_budget`` the epoch plan is revised after every epoch to the
-    number of whole epochs that still fit (from the last epoch's duration), and the
-    learning-rate decay follows the revised plan, so a slow machine trains fewer epochs
-    but still anneals. Whatever the plan, training stops once the budget is spent (mid
-    epoch if need be). Results are deterministic for a fixed seed and thread count as
-    long as the budget does not bind (``meta["epochs_done"]`` records what ran).
-    """
-    import torch
-    import torch.nn.functional as F
-
-    cfg = cfg or TrainConfig()
-    t0 = time.perf_counter()
-    tuner = _ThreadTuner(torch, cfg.threads)
-    torch.manual_seed(cfg.seed)
-    rng = np.random.default_rng(cfg.seed)
-    gen = torch.Generator().manual_seed(cfg.seed + 1)
-
-    vs = None
-    if valid is not None:
-        watched = watched_users(train_seqs, valid, cfg)
-        vs = _valid_set(train_seqs, valid, watched, n_items, cfg)
-        if cfg.fit_valid:
-            train_seqs = fit_sequences(train_seqs, valid, watched)
-    arch = cfg.arch(n_items)
-    module = _build_module(arch, cfg.dropout, cfg.attn_dropout, cfg.seed)
-    module.train()
-    m: Any = module
-    examples = make_examples(train_seqs, cfg.max_len, cfg.window_stride)
-    if not examples:
-        raise ValueError("no training sequence has two or more items")
-    lengths = np.array([len(w) for w in examples])
-    n_batches = math.ceil(len(examples) / cfg.batch_size)
-    warmup = round(cfg.warmup_epochs * n_batches)
-    decay, no_decay = [], []
-    for name, p in module.named_parameters():
-        (no_decay if p.dim() < 2 or "pos_emb" in name else decay).append(p)
-    opt = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay}],
-        lr=cfg.lr,
-        betas=cfg.betas,
-        weight_decay=0.0,
-    )
-    chunked_ce = _chunked_cross_entropy()
-
-    def compute_loss(ids: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, int]:
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
-            h = module(ids)
-            sel = target >= 0
-            hs, ts = h[sel], target[sel]
-            emb = m.item_emb.weight
-            if cfg.loss == "full":
-                if cfg.bf16:  # autocast's casts: the stock path
-                    return F.cross_entropy((hs @ emb[1:].T).float(), ts), len(ts)
-                return chunked_ce(hs, emb[1:], ts, 1024), len(ts)
-            neg = torch.randint(0, n_items, (cfg.n_negatives,), generator=gen)
-            pos_logit = (hs * emb[ts + 1]).sum(-1, keepdim=True).float()
-            # A sampled negative that is the row's own target is no negative.
-            neg_logit = (hs @ emb[neg + 1].T).float()
-            neg_logit = neg_logit.masked_fill(neg[None] == ts[:, None], -1e9)
-            logits = torch.cat([pos_logit, neg_logit], dim=1)
-            return F.cross_entropy(logits, torch.zeros_like(ts)), len(ts)
-
-    history: list[dict[str, Any]] = []
-    epoch_times: list[float] = []
-    planned = cfg.epochs
-    step, stopped, epochs_done, valid_s = 0, False, 0.0, 0.0
-    epoch = 0
-    while epoch < planned and not stopped:
-        epoch += 1
-        t_epoch = time.perf_counter()
-        batches = _batches(lengths, cfg.batch_size, rng)
-        loss_sum, loss_n, b = 0.0, 0, 0
-        for b, idx in enumerate(batches, 1):
-            tuner.before_batch(epoch, b)
-            t_batch = time.perf_counter()
-            total = planned * n_batches
-            for group in opt.param_groups:
-                group["lr"] = cfg.lr * _lr_factor(step, total, warmup, cfg)
-            inp, tgt = _pad_left([examples[i] for i in idx])
-            loss, n_tok = compute_loss(torch.from_numpy(inp), torch.from_numpy(tgt))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.grad_clip:
-                torch.nn.utils.clip_grad_norm_(module.parameters(), cfg.grad_clip)
-            opt.step()
-            step += 1
-            loss_sum += float(loss.detach()) * n_tok
-            loss_n += n_tok
-            tuner.after_batch(epoch, b, time.perf_counter() - t_batch, n_tok)
-            elapsed = time.perf_counter() - t0
-            if progress is not None and (b % 10 == 0 or b == len(batches)):
-                progress(TrainProgress(epoch, planned, b, len(batches), loss_sum / loss_n, elapsed))
-            if cfg.time_budget_s is not None and elapsed > cfg.time_budget_s:
-                stopped = b < len(batches) or epoch < planned
-                break
-        with torch.no_grad():
-            m.item_emb.weight[0].zero_()
-        epochs_done = epoch - 1 + b / len(batches)
-        epoch_s = time.perf_counter() - t_epoch
-        rec: dict[str, Any] = {
-            "epoch": epoch,
-            "loss": loss_sum / max(1, loss_n),
-            "lr": opt.param_groups[0]["lr"],
-            "epoch_s": round(epoch_s, 2),
-            "threads": tuner.current,
+FORMAT_VERSION = 1
+_HEADER_KEY = "__header__"
+_BLOCK_PARAMS = (
+    "ln1_w",
+    "ln1_b",
+    "wq",
+    "bq",
+    "wk",
+    "bk",
+    "wv",
+    "bv",
+    "wo",
+    "bo",
+    "ln2_w",
+    "ln2_b",
+    "w1",
+    "b1",
+    "w2",
+    "b2",
+)
+
+
+@dataclass(frozen=True)
+class Arch:
+    """What the forward pass needs to know besides the weights."""
+
+    n_items: int
+    hidden: int
+    blocks: int
+    heads: int
+    ffn_dim: int
+    max_len: int
+    ln_eps: float = 1e-6
+
+    def param_shapes(self) -> dict[str, tuple[int, ...]]:
+        d, f = self.hidden, self.ffn_dim
+        shapes: dict[str, tuple[int, ...]] = {
+            "item_emb": (self.n_items + 1, d),
+            "pos_emb": (self.max_len, d),
+            "lnf_w": (d,),
+            "lnf_b": (d,),
         }
-        if vs is not None and (epoch % cfg.valid_every == 0 or epoch == planned or stopped):
-            t_valid = time.perf_counter()
-            rec["valid_ndcg10"] = _validate(module, vs)
-            valid_s = time.perf_counter() - t_valid
-        rec["elapsed_s"] = round(time.perf_counter() - t0, 2)
-        if not stopped:
-            epoch_times.append(epoch_s)
-            planned = _plan_epochs(
-                cfg, epoch, planned, time.perf_counter() - t0, epoch_times, valid_s if vs else 0.0
-            )
-        rec["planned_epochs"] = planned
-        history.append(rec)
-        if progress is not None:
-            progress(
-                TrainProgress(
-                    epoch,
-                    planned,
-                    len(batches),
-                    len(batches),
-                    rec["loss"],
-                    time.perf_counter() - t0,
-                    epoch_done=True,
-                    valid_ndcg10=rec.get("valid_ndcg10"),
-                    history=list(history),
-                )
-            )
+        per_block = {
+            "ln1_w": (d,),
+            "ln1_b": (d,),
+            "wq": (d, d),
+            "bq": (d,),
+            "wk": (d, d),
+            "bk": (d,),
+            "wv": (d, d),
+            "bv": (d,),
+            "wo": (d, d),
+            "bo": (d,),
+            "ln2_w": (d,),
+            "ln2_b": (d,),
+            "w1": (d, f),
+            "b1": (f,),
+            "w2": (f, d),
+            "b2": (d,),
+        }
+        for i in range(self.blocks):
+            for name in _BLOCK_PARAMS:
+                shapes[f"b{i}.{name}"] = per_block[name]
+        return shapes
 
-    module.eval()
-    meta = {
-        "config": cfg.model_dump(mode="json"),
-        "epochs_done": round(float(epochs_done), 3),
-        "epochs_planned": planned,
-        # The budget cut the plan below cfg.epochs / stopped training mid-way.
-        "budget_bound": stopped or planned < cfg.epochs,
-        "stopped_by_budget": stopped,
-        "train_s": round(time.perf_counter() - t0, 2),
-        "n_examples": len(examples),
-        "history": history,
-        "torch": torch.__version__,
-    }
-    weights = SASRecWeights(arch=arch, params=export_weights(module, arch), meta=meta)
-    weights.validate()
-    return weights
+
+@dataclass
+class SASRecWeights:
+    """Trained weights (float32, ``x @ W + b`` convention) and training metadata."""
+
+    arch: Arch
+    params: dict[str, np.ndarray]
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def validate(self) -> None:
+        a = self.arch
+        if min(a.n_items, a.hidden, a.blocks, a.heads, a.ffn_dim, a.max_len) < 1:
+            raise ValueError(f"SASRec weights: invalid architecture {a}")
+        if a.hidden % a.heads:
+            raise ValueError(f"SASRec weights: hidden {a.hidden} not divisible by {a.heads}")
+        expected = a.param_shapes()
+        missing = sorted(set(expected) - set(self.params))
+        extra = sorted(set(self.params) - set(expected))
+        if missing or extra:
+            raise ValueError(f"SASRec weights: missing {missing[:5]}, unexpected {extra[:5]}")
+        for name, shape in expected.items():
+            arr = self.params[name]
+            if arr.shape != shape:
+                raise ValueError(f"SASRec weights: {name} has shape {arr.shape}, expected {shape}")
+            if not np.all(np.isfinite(arr)):
+                raise ValueError(f"SASRec weights: {name} has non-finite values")
+
+
+@functools.cache
+def _blas_threads_local() -> Callable[[int], int] | None:
+    """NumPy's bundled OpenBLAS ``openblas_set_num_threads_local`` (per calling thread),
+    or None where this NumPy has no such library."""
+    libdir = Path(np.__file__).resolve().parent.parent / "numpy.libs"
+    for lib in sorted(libdir.glob("libscipy_openblas*.so*")):
+        try:
+            fn = ctypes.CDLL(str(lib)).openblas_set_num_threads_local
+        except (OSError, AttributeError):
+            continue
+        fn.argtypes, fn.restype = [ctypes.c_int], ctypes.c_int
+        return fn
+    return None
+
+
+@contextmanager
+def _one_blas_thread() -> Iterator[None]:
+    """Run the forward pass's many small matrix products on one BLAS thread.
+
+    Per-sequence attention is thousands of small GEMMs; with two BLAS threads each one
+    pays a thread hand-off, and on a busy (or ``nice``d) two-core machine a hand-off can
+    wait milliseconds for a descheduled thread: scoring 6,040 ML-1M users took 45-75 s
+    that way against about 3 s on one thread. Only the calling thread is affected.
+    """
+    fn = _blas_threads_local()
+    if fn is None:
+        yield
+        return
+    prev = fn(1)
+    try:
+        yield
+    finally:
+        fn(prev)
+
+
+def _layer_norm(x: np.ndarray, w: np.ndarray, b: np.ndarray, eps: float) -> np.ndarray:
+    mu = x.mean(axis=-1, keepdims=True)
+    xc = x - mu
+    var = (xc * xc).mean(axis=-1, keepdims=True)
+    return xc / np.sqrt(var + eps) * w + b
+
+
+def _gelu(x: np.ndarray) -> np.ndarray:
+    return 0.5 * x * (1.0 + np.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x * x * x)))
+
+
+class SASRecModel:
+    """A ``SequenceScorer`` over trained SASRec weights; NumPy only."""
+
+    name = "sasrec"
+
+    def __init__(self, weights: SASRecWeights, *, batch_size: int = 256) -> None:
+        weights.validate()
+        self.weights = weights
+        self.arch = weights.arch
+        self.n_items = weights.arch.n_items
+        self.max_len = weights.arch.max_len
+        self.batch_size = batch_size
+        self._p = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in weights.params.items()}
+        # Candidate matrix without the padding row: score = user_vector @ items.T.
+        self._items = self._p["item_emb"][1:]
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        return self.weights.meta
+
+    # -- scoring --------------------------------------------------------------------------
+    def item_vectors(self) -> np.ndarray:
+        """(n_items, hidden) float32; row ``i`` is dataset item ``i``."""
+        return self._items
+
+    def user_vector(self, history: np.ndarray) -> np.ndarray:
+        """(hidden,) float32 final hidden state for one history (oldest first)."""
+        return self.user_vectors([history])[0]
+
+    def user_vectors(self, histories: list[np.ndarray]) -> np.ndarray:
+        """(B, hidden) user vectors; histories are batched by similar length."""
+        out = np.empty((len(histories), self.arch.hidden), dtype=np.float32)
+        if not histories:
+            return out
+        seqs = [self._clip(h) for h in histories]
+        order = np.argsort([len(s) for s in seqs], kind="stable")
+        with _one_blas_thread():
+            for start in range(0, len(order), self.batch_size):
+                idx = order[start : start + self.batch_size]
+                out[idx] = self._encode_last([seqs[i] for i in idx])
+        return out
+
+    def scores(self, history: np.ndarray, *, demote_seen: bool = False) -> np.ndarray:
+        """A score per catalogue item (float64) for one history; see ``scores_batch``."""
+        return self.scores_batch([history], demote_seen=demote_seen)[0].astype(np.float64)
+
+    def scores_batch(self, histories: list[np.ndarray], *, demote_seen: bool = False) -> np.ndarray:
+        """(B, n_items) float32 scores. ``demote_seen`` moves every item already in a
+        history below all unseen items (keeping their order): in data where an item is
+        consumed once, a watched item cannot be the next one."""
+        s = self.user_vectors(histories) @ self._items.T
+        if demote_seen:
+            from cdarec.seqrec.metrics import demote_seen as _demote
+
+            for row, h in zip(s, histories, strict=True):
+                _demote(row, h)
+        return s
+
+    def _clip(self, history: np.ndarray) -> np.ndarray:
+        h = np.asarray(history).astype(np.int64, copy=False).ravel()
+        if h.size and (h.min() < 0 or h.max() >= self.n_items):
+            raise ValueError(f"history has item indices outside 0..{self.n_items - 1}")
+        # Internal ids: 0 = padding. An empty history is a lone padding token.
+        return (h[-self.max_len :] + 1) if h.size else np.zeros(1, dtype=np.int64)
+
+    def _encode_last(self, seqs: list[np.ndarray]) -> np.ndarray:
+        a, p = self.arch, self._p
+        n_b, n_l = len(seqs), max(len(s) for s in seqs)
+        ids = np.zeros((n_b, n_l), dtype=np.int64)
+        for i, s in enumerate(seqs):
+            ids[i, n_l - len(s) :] = s
+        x = p["item_emb"][ids] + p["pos_emb"][a.max_len - n_l :]
+        # mask[b, q, k]: causal, padding keys hidden, and every position sees itself.
+        allowed = np.tril(np.ones((n_l, n_l), dtype=bool))[None] & (ids != 0)[:, None, :]
+        allowed |= np.eye(n_l, dtype=bool)[None]
+        bias = np.where(allowed, 0.0, -np.inf).astype(np.float32)[:, None]  # (B,1,L,L)
+        nh, dh = a.heads, a.hidden // a.heads
+        for i in range(a.blocks):
+            g = f"b{i}."
+            last = i == a.blocks - 1
+            y = _layer_norm(x, p[g + "ln1_w"], p[g + "ln1_b"], a.ln_eps)
+            yq = y[:, -1:] if last else y
+            n_q = yq.shape[1]
+            q = (yq @ p[g + "wq"] + p[g + "bq"]).reshape(n_b, n_q, nh, dh).transpose(0, 2, 1, 3)
+            k = (y @ p[g + "wk"] + p[g + "bk"]).reshape(n_b, n_l, nh, dh).transpose(0, 2, 3, 1)
+            v = (y @ p[g + "wv"] + p[g + "bv"]).reshape(n_b, n_l, nh, dh).transpose(0, 2, 1, 3)
+            att = (q @ k) * np.float32(1.0 / math.sqrt(dh)) + (bias[:, :, -1:] if last else bias)
+            att -= att.max(axis=-1, keepdims=True)
+            np.exp(att, out=att)
+            att /= att.sum(axis=-1, keepdims=True)
+            o = (att @ v).transpose(0, 2, 1, 3).reshape(n_b, n_q, a.hidden)
+            x = (x[:, -1:] if last else x) + (o @ p[g + "wo"] + p[g + "bo"])
+            y = _layer_norm(x, p[g + "ln2_w"], p[g + "ln2_b"], a.ln_eps)
+            x = x + (_gelu(y @ p[g + "w1"] + p[g + "b1"]) @ p[g + "w2"] + p[g + "b2"])
+        return _layer_norm(x[:, -1], p["lnf_w"], p["lnf_b"], a.ln_eps).astype(np.float32)
+
+    # -- persistence ----------------------------------------------------------------------
+    def save(self, path: Path | str) -> None:
+        """Write one ``.npz`` atomically (weights + JSON header)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        header = {
+            "format": "cdarec-sasrec",
+            "format_version": FORMAT_VERSION,
+            "arch": self.arch.__dict__,
+            "meta": self.weights.meta,
+        }
+        arrays = {k: np.asarray(v, dtype=np.float32) for k, v in self.weights.params.items()}
+        arrays[_HEADER_KEY] = np.frombuffer(json.dumps(header).encode("utf-8"), dtype=np.uint8)
+        tmp = path.with_name(path.name + ".tmp.npz")
+        np.savez(tmp, **arrays)
+        tmp.replace(path)
+
+    @classmethod
+    def load(cls, path: Path | str, **kwargs: Any) -> SASRecModel:
+        """Read a file written by ``save``; anything wrong with it raises ValueError."""
+        path = Path(path)
+        with path.open("rb") as f:
+            if f.read(4) != b"PK\x03\x04":
+                raise ValueError(f"{path}: not a .npz archive (corrupted SASRec model file)")
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                if _HEADER_KEY not in z.files:
+                    raise ValueError("no header (not a cdarec SASRec model)")
+                header = json.loads(z[_HEADER_KEY].tobytes().decode("utf-8"))
+                params = {k: z[k] for k in z.files if k != _HEADER_KEY}
+        except FileNotFoundError:
+            raise
+        except ValueError as e:
+            raise ValueError(f"{path}: unreadable SASRec model: {e}") from e
+        except (OSError, EOFError, KeyError, zipfile.BadZipFile, UnicodeDecodeError) as e:
+            raise ValueError(
+                f"{path}: corrupted SASRec model file ({type(e).__name__}: {e})"
+            ) from e
+        if not isinstance(header, dict) or header.get("format") != "cdarec-sasrec":
+            raise ValueError(f"{path}: not a cdarec SASRec model")
+        if header.get("format_version") != FORMAT_VERSION:
+            raise ValueError(
+                f"{path}: SASRec format version {header.get('format_version')!r}, this "
+                f"build reads version {FORMAT_VERSION}; retrain the model"
+            )
+        try:
+            arch = Arch(**header["arch"])
+        except (KeyError, TypeError) as e:
+            raise ValueError(f"{path}: bad SASRec architecture header: {e}") from e
+        weights = SASRecWeights(arch=arch, params=params, meta=dict(header.get("meta") or {}))
+        try:
+            return cls(weights, **kwargs)
+        except ValueError as e:
+            raise ValueError(f"{path}: {e}") from e

@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from cdarec import runtime
-from cdarec.bench import accuracy, latency, turns
-from cdarec.seqrec.sasrec import TrainConfig
+from cdarec.seqrec import artefacts as runtime
+from cdarec.evaluation.bench import latency, turns
+from cdarec.evaluation.protocols import sampled as accuracy
+from cdarec.seqrec.config import TrainConfig
 from cdarec.settings import Settings
 
 pytestmark = pytest.mark.integration
@@ -46,7 +47,7 @@ def test_accuracy_methods_with_llms_on_real_models(
 def test_request_protocol_on_real_models(
     bench_settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from cdarec.bench import request
+    from cdarec.evaluation.protocols import request
 
     monkeypatch.setattr(runtime, "train_config", lambda ds: TINY)
     console = Console(record=True, width=200)

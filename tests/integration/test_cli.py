@@ -29,7 +29,7 @@ def cli(
         **(extra or {}),
     }
     return subprocess.run(
-        [sys.executable, "-m", "cdarec.app", *args],
+        [sys.executable, "-m", "cdarec.cli", *args],
         env=env,
         input=stdin,
         capture_output=True,
@@ -79,7 +79,7 @@ def test_unknown_user_gets_a_clear_error(smol_settings: Settings) -> None:
 
 def test_help_explains_the_commands() -> None:
     p = subprocess.run(
-        [sys.executable, "-m", "cdarec.app", "--help"], capture_output=True, text=True
+        [sys.executable, "-m", "cdarec.cli", "--help"], capture_output=True, text=True
     )
     assert p.returncode == 0
     for word in ("setup", "chat", "index", "memory", "bench"):

@@ -172,14 +172,14 @@ def test_device_judge_runs_on_ollama_inside_a_graph_turn(
 ) -> None:
     """The production device runtime (ChatOllama over HTTP) inside a real graph turn."""
     from cdarec.graph.builder import build_graph
-    from cdarec.runtime import get_resources
+    from cdarec.graph.runtime import get_resources
     from cdarec.settings import Settings
 
     monkeypatch.setenv("OLLAMA_HOST", ollama_url)
     s = Settings(
         **{**smol_settings.model_dump(), "device_model": f"ollama:{MODEL_NAME}", "planner": "fixed"}
     )
-    assert get_resources(s).device_llm.provider == "ollama"
+    assert get_resources(s).device.device_llm.provider == "ollama"
     out = build_graph().invoke({"request": "an adventure"}, context=s)
     step = next(r for r in out["trace"] if r.node == "rank_on_device")
     assert out["plan"].judge and out["plan"].source == "default"

@@ -16,11 +16,11 @@ from typing import Any
 import pytest
 from langchain_core.callbacks import BaseCallbackHandler
 
+from cdarec.contract.state import CloudView
+from cdarec.device.memory import Interaction
 from cdarec.graph.builder import CLOUD_NODES, DEVICE_NODES, build_graph
 from cdarec.graph.checkpoint import sqlite_checkpointer
-from cdarec.graph.state import CloudView
-from cdarec.memory.device_memory import Interaction
-from cdarec.runtime import get_resources
+from cdarec.graph.runtime import get_resources
 from cdarec.settings import Settings
 
 pytestmark = pytest.mark.integration
@@ -58,7 +58,7 @@ class Recorder(BaseCallbackHandler):
 def test_canary_never_reaches_the_cloud(smol_settings: Settings) -> None:
     s = Settings(**{**smol_settings.model_dump(), "user_id": "canary-user", "judge_top": 4})
     res = get_resources(s)
-    history = res.dataset_history("196")[-30:]
+    history = res.device.dataset_history("196")[-30:]
     history.append(Interaction(item_id=CANARY, ts=time.time(), rating=5.0, source="chat"))
     res.memory.seed("canary-user", history, overwrite=True)
 

@@ -8,7 +8,7 @@ import pytest
 
 from cdarec.graph.builder import build_graph
 from cdarec.graph.checkpoint import sqlite_checkpointer
-from cdarec.runtime import get_resources
+from cdarec.graph.runtime import get_resources
 from cdarec.settings import Settings
 
 pytestmark = pytest.mark.integration
@@ -25,7 +25,7 @@ def test_turn_on_real_models(graph, smol_settings: Settings) -> None:
     request = {"request": "a funny animated film to cheer me up"}
     out = graph.invoke(request, cfg, context=smol_settings)
     res = get_resources(smol_settings)
-    assert res.cloud_llm.provider == "embedded" and res.cloud_llm.chat.openai_api_base.startswith(
+    assert res.cloud.cloud_llm.provider == "embedded" and res.cloud.cloud_llm.chat.openai_api_base.startswith(
         "http://127.0.0.1:"
     )
     ranking = out["ranking"]

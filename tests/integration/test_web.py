@@ -46,7 +46,7 @@ def web(smol_settings: Settings, tmp_path_factory: pytest.TempPathFactory):
     cmd = [
         sys.executable,
         "-m",
-        "cdarec.app",
+        "cdarec.cli",
         "serve",
         "--port",
         str(port),

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 from rich.console import Console
 
-from cdarec import runtime
-from cdarec.bench import accuracy
+from cdarec.seqrec import artefacts as runtime
 from cdarec.data import load_dataset
-from cdarec.runtime import Resources
-from cdarec.seqrec.sasrec import TrainConfig
+from cdarec.evaluation.protocols import sampled as accuracy
+from cdarec.graph.runtime import Resources
+from cdarec.seqrec.config import TrainConfig
 from cdarec.settings import Settings
 from tests.conftest import REAL_HOME
 from tests.fakes import by_task, fake_llm

@@ -11,11 +11,12 @@ import numpy as np
 import pytest
 from langgraph.checkpoint.memory import InMemorySaver
 
+from cdarec.cloud.training.train import train_or_load
+from cdarec.contract.schemas import COLLABORATIVE
 from cdarec.graph.builder import build_graph
-from cdarec.graph.schemas import COLLABORATIVE
-from cdarec.runtime import Resources, use_resources
-from cdarec.seqrec.sasrec import TrainConfig
-from cdarec.seqrec.train_cli import train_or_load
+from cdarec.data import load_dataset
+from cdarec.graph.runtime import Resources, use_resources
+from cdarec.seqrec.config import TrainConfig
 from cdarec.settings import Settings
 from tests.conftest import REAL_HOME
 from tests.fakes import by_task, fake_llm
@@ -34,9 +35,11 @@ def graph_res(home: Path):
         s = Settings(home=home, dataset="ml-100k", user_id="196", judge_top=4, ablate=ablate or [])
         script = by_task(PLAN, COMEDY, JUDGE)
         res = Resources(
-            s, device_llm=fake_llm(script, "device"), cloud_llm=fake_llm(script, "cloud")
+            s,
+            device_llm=fake_llm(script, "device"),
+            cloud_llm=fake_llm(script, "cloud"),
+            sequence_model=train_or_load(load_dataset("ml-100k", home), home, TINY),
         )
-        res.__dict__["sequence_model"] = train_or_load(res.dataset, home, TINY)
         return s, use_resources(res), build_graph(InMemorySaver())
 
     return make
@@ -53,7 +56,7 @@ def test_collaborative_candidates_follow_the_user_vector_and_filters(graph_res) 
     assert len(collab) == out["plan"].retrieval.collab_k > 0
     assert all("Comedy" in c.genres for c in collab)  # the intent's filter applies
     # the hits are the model's own top items among comedies (inner product order)
-    model = res.sequence_model
+    model = res.device.sequence_model
     items = model.item_vectors()
     got = [res.dataset.item_index[c.item_id] for c in collab]
     dots = items[got] @ np.asarray(vector, dtype=np.float32)

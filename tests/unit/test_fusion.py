@@ -5,17 +5,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cdarec.device.ranking import (
+from cdarec.contract.plan import default_plan
+from cdarec.device.ranking import PoolItem, fuse
+from cdarec.seqrec.structured import (
     TRANSITION_BLEND,
-    PoolItem,
     blend_structured,
     blend_sweep,
     catalogue_structured,
-    fuse,
     standardise,
     structured_blend,
 )
-from cdarec.graph.plan import default_plan
 from tests.unit.test_plan import abstract
 
 

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 from langgraph.checkpoint.memory import InMemorySaver
 
+from cdarec.contract.state import CloudView
 from cdarec.graph.builder import CLOUD_NODES, build_graph
-from cdarec.graph.state import CloudView
-from cdarec.runtime import Resources, UserNotFoundError, use_resources
+from cdarec.graph.runtime import Resources, UserNotFoundError, use_resources
 from cdarec.settings import Settings
 from tests.conftest import REAL_HOME
 from tests.fakes import by_task, fake_llm
@@ -28,7 +28,7 @@ JUDGE = json.dumps({"picks": [{"n": 2, "reason": FITS}, {"n": 1, "reason": ALSO}
 
 
 @pytest.fixture()
-def setup(home: Path):
+def setup(home: Path, checkpointer):
     if not (REAL_HOME / "datasets" / "ml-100k").exists():
         pytest.fail("ML-100K missing: run scripts/test.sh")
 
@@ -37,7 +37,7 @@ def setup(home: Path):
         cloud = fake_llm(by_task(plan, QUERIES, JUDGE), "cloud", fail=cloud_fail)
         device = fake_llm(by_task(plan, QUERIES, JUDGE), "device")
         res = use_resources(Resources(s, device_llm=device, cloud_llm=cloud))
-        return s, res, build_graph(InMemorySaver())
+        return s, res, build_graph(checkpointer)
 
     return make
 
@@ -48,7 +48,7 @@ def nodes(out) -> list[str]:
 
 def test_a_reason_that_only_repeats_the_title_is_replaced(setup) -> None:
     s, res, g = setup()
-    res.device_llm.chat.script = lambda m: json.dumps({"picks": [{"n": 1, "reason": "x"}]})
+    res.device.device_llm.chat.script = lambda m: json.dumps({"picks": [{"n": 1, "reason": "x"}]})
     out = g.invoke({"request": ""}, {"configurable": {"thread_id": "t"}}, context=s)
     assert all(r.reason_source == "facts" and len(r.reason.split()) >= 3 for r in out["ranking"])
 
@@ -155,12 +155,12 @@ def test_plan_is_reused_for_the_same_state_and_request_kind(setup) -> None:
     s, res, g = setup()
     cfg = {"configurable": {"thread_id": "t"}}
     g.invoke({"request": "a comedy"}, cfg, context=s)
-    calls = len(res.cloud_llm.chat.prompts)
+    calls = len(res.cloud.cloud_llm.chat.prompts)
     out = g.invoke({"request": "a drama"}, cfg, context=s)  # same kind: "specific"
     step = next(r for r in out["trace"] if r.node == "plan_strategy")
     assert out["plan"].source == "cached" and step.status == "cached"
     # no cloud call at all: the plan is reused and code read the whole request
-    assert len(res.cloud_llm.chat.prompts) == calls
+    assert len(res.cloud.cloud_llm.chat.prompts) == calls
     res.memory.add_feedback("196", "dislike", item_id=out["ranking"][0].item_id)
     out = g.invoke({"request": "a western"}, cfg, context=s)  # now there is live feedback
     assert out["plan"].source == "planner"

@@ -12,10 +12,10 @@ import pytest
 from langchain_core.messages import BaseMessage
 from rich.console import Console
 
-from cdarec import runtime
-from cdarec.bench import latency
-from cdarec.runtime import Resources
-from cdarec.seqrec.sasrec import TrainConfig
+from cdarec.seqrec import artefacts as runtime
+from cdarec.evaluation.bench import latency
+from cdarec.graph.runtime import Resources
+from cdarec.seqrec.config import TrainConfig
 from cdarec.settings import Settings
 from tests.fakes import by_task, fake_llm
 from tests.unit.test_graph_fake import JUDGE, PLAN, QUERIES

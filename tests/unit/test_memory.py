@@ -4,10 +4,10 @@ from pathlib import Path
 
 import pytest
 
-from cdarec.memory.device_memory import (
+from cdarec.device.memory import (
     DeviceMemory,
+    DeviceMemoryError,
     Interaction,
-    MemoryError_,
     UnknownUserError,
 )
 
@@ -52,7 +52,7 @@ def test_corrupted_file_recovers_from_backup(tmp_path: Path) -> None:
 def test_corrupted_without_backup_says_what_to_do(tmp_path: Path) -> None:
     m = seeded(tmp_path)
     m.path("u1").write_text("garbage")
-    with pytest.raises(MemoryError_, match="memory reset --user u1"):
+    with pytest.raises(DeviceMemoryError, match="memory reset --user u1"):
         m.load("u1")
 
 

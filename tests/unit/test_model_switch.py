@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from cdarec.app import background_training, training_in_progress
-from cdarec.runtime import Resources
-from cdarec.seqrec.sasrec import TrainConfig
-from cdarec.seqrec.train_cli import train_or_load
+from cdarec.service.training import background_training, training_in_progress
+from cdarec.cloud.training.train import train_or_load
+from cdarec.graph.runtime import Resources
+from cdarec.seqrec.config import TrainConfig
 from cdarec.settings import Settings
 from tests.conftest import REAL_HOME
 
@@ -25,14 +25,16 @@ def test_the_device_switches_to_sasrec_when_its_training_finishes(tmp_path: Path
     for sub in ("datasets", "embedders"):
         (home / sub).symlink_to(REAL_HOME / sub, target_is_directory=True)
     res = Resources(Settings(home=home, dataset="ml-100k"))
-    assert not res.sasrec_path().is_relative_to(REAL_HOME)
-    assert res.sequence_model is res.transition_model
+    assert not res.device.sasrec_path().is_relative_to(REAL_HOME)
+    assert res.device.sequence_model is res.device.transition_model
+    assert res.cloud.collab_index is None, "no trained model: no collaborative index"
     assert not res.refresh_sequence_model(), "nothing trained yet: no switch"
     assert training_in_progress(res) is None
     tiny = TrainConfig(hidden=16, max_len=50, epochs=1, time_budget_s=30, valid_users=100)
-    train_or_load(res.dataset, home, tiny).save(res.sasrec_path())
+    train_or_load(res.dataset, home, tiny).save(res.device.sasrec_path())
     assert res.refresh_sequence_model()
-    assert res.sequence_model is not res.transition_model
-    assert hasattr(res.sequence_model, "item_vectors")
+    assert res.device.sequence_model is not res.device.transition_model
+    assert hasattr(res.device.sequence_model, "item_vectors")
+    assert res.cloud.collab_index is not None, "the cloud indexes the model it now ships"
     assert not res.refresh_sequence_model(), "switches once"
     assert background_training(res) is None, "a trained model is not trained again"

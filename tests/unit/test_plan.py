@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from cdarec.graph.plan import (
+from cdarec.contract.plan import (
     STRATEGIES,
     PlanDraft,
     Weights,
@@ -13,8 +13,8 @@ from cdarec.graph.plan import (
     plan_for,
     request_kind,
 )
-from cdarec.graph.request import Constraints
-from cdarec.graph.schemas import Intent, UserAbstract, UserState, intent_json_schema
+from cdarec.contract.request import Constraints
+from cdarec.contract.schemas import Intent, UserAbstract, UserState, intent_json_schema
 
 GENRES = {"Comedy", "Horror", "Sci-Fi"}
 

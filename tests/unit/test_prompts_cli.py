@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from cdarec import app
+from cdarec import cli as app
 from cdarec.prompts import PromptError, load_prompt, manage
 
 

@@ -9,8 +9,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from cdarec.contract.request import (
+    CatalogueFacts,
+    Constraints,
+    Vocabulary,
+    parse_request,
+    title_key,
+)
 from cdarec.device.reasons import ItemFacts, check_reason, fact_reason
-from cdarec.graph.request import CatalogueFacts, Constraints, Vocabulary, parse_request, title_key
 
 GENRES = [
     "Action",

@@ -10,11 +10,12 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from cdarec import runtime
-from cdarec.bench import accuracy, request
+from cdarec.seqrec import artefacts as runtime
+from cdarec.contract.request import Vocabulary, parse_request
 from cdarec.data import load_dataset
-from cdarec.graph.request import Vocabulary, parse_request
-from cdarec.runtime import Resources
+from cdarec.evaluation.protocols import request
+from cdarec.evaluation.protocols import sampled as accuracy
+from cdarec.graph.runtime import Resources
 from cdarec.settings import Settings
 from tests.conftest import REAL_HOME
 from tests.fakes import by_task, fake_llm

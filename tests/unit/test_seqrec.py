@@ -6,15 +6,16 @@ import sys
 import numpy as np
 import pytest
 
-from cdarec.seqrec.protocol import (
+from cdarec.cloud.training.sasrec import _build_module, export_weights, train_sasrec
+from cdarec.seqrec.config import TrainConfig
+from cdarec.seqrec.metrics import (
     demote_seen,
     hit_at,
     label_ranks,
     ndcg_at,
     sample_candidates,
 )
-from cdarec.seqrec.runtime import SASRecModel, SASRecWeights
-from cdarec.seqrec.sasrec import TrainConfig, _build_module, export_weights, train_sasrec
+from cdarec.seqrec.sasrec import SASRecModel, SASRecWeights
 
 torch = pytest.importorskip("torch")
 
@@ -104,8 +105,8 @@ def test_corrupted_or_foreign_file_is_a_value_error(tmp_path) -> None:
 
 def test_runtime_does_not_import_torch() -> None:
     code = (
-        "import sys; import cdarec.seqrec, cdarec.seqrec.runtime, cdarec.seqrec.protocol; "
-        "import cdarec.seqrec.train_cli; assert 'torch' not in sys.modules"
+        "import sys; import cdarec.seqrec, cdarec.seqrec.sasrec, cdarec.seqrec.metrics; "
+        "import cdarec.cloud.training.train; assert 'torch' not in sys.modules"
     )
     import subprocess
 
@@ -214,7 +215,7 @@ def test_time_budget_stops_cleanly() -> None:
 
 
 def test_epoch_plan_fits_the_budget() -> None:
-    from cdarec.seqrec.sasrec import _plan_epochs
+    from cdarec.cloud.training.sasrec import _plan_epochs
 
     cfg = TrainConfig(time_budget_s=100, epochs=50)
     # 10 s used, 9 s per epoch (+1 s validation every 5th epoch): 9 more epochs fit.
@@ -232,7 +233,7 @@ def test_chunked_cross_entropy_matches_the_stock_loss() -> None:
     import torch
     import torch.nn.functional as F
 
-    from cdarec.seqrec.sasrec import _chunked_cross_entropy
+    from cdarec.cloud.training.sasrec import _chunked_cross_entropy
 
     g = torch.Generator().manual_seed(0)
     h = torch.randn(37, 8, generator=g, requires_grad=True)
@@ -249,7 +250,8 @@ def test_chunked_cross_entropy_matches_the_stock_loss() -> None:
 
 
 def test_fit_valid_trains_on_every_validation_item_but_the_watched_ones() -> None:
-    from cdarec.seqrec.sasrec import fit_sequences, untrained_valid_users, watched_users
+    from cdarec.cloud.training.sasrec import fit_sequences
+    from cdarec.seqrec.config import untrained_valid_users, watched_users
 
     train = {f"u{i}": np.arange(i % 5 + 1) for i in range(40)}
     valid: dict[str, int | None] = {u: 9 for u in train}

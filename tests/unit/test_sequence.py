@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from cdarec.data import leave_one_out, load_dataset
-from cdarec.device.sequence import PopularityModel, TransitionModel, top_k
+from cdarec.seqrec.transition import PopularityModel, TransitionModel, top_k
 from tests.conftest import REAL_HOME
 
 

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from cdarec import app
-from cdarec.runtime import Resources, use_resources
+from cdarec import cli as app
+from cdarec.service.chat import ChatSession
+from cdarec.graph.runtime import Resources, use_resources
 from cdarec.settings import Settings
 from tests.conftest import REAL_HOME
 from tests.fakes import by_task, fake_llm
@@ -39,7 +40,7 @@ def test_sessions_and_trace_read_back_two_turns(
     code, out = _cli(settings, "sessions", capsys=capsys)
     assert code == 0 and "no sessions yet" in out
 
-    session = app.ChatSession(settings, thread="t-196")
+    session = ChatSession(settings, thread="t-196")
     session.turn("a comedy")
     session.turn("")
     code, out = _cli(settings, "sessions", "--json", capsys=capsys)

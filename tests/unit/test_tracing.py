@@ -10,9 +10,9 @@ import requests
 from langgraph.checkpoint.memory import InMemorySaver
 from langsmith import Client
 
+from cdarec.device.memory import Interaction
 from cdarec.graph.builder import CLOUD_NODES, DEVICE_NODES, build_graph
-from cdarec.memory.device_memory import Interaction
-from cdarec.runtime import Resources, use_resources
+from cdarec.graph.runtime import Resources, use_resources
 from cdarec.settings import Settings
 from cdarec.tracing import MASKED, PrivacyClient, guard_tracing, run_callbacks
 from tests.conftest import REAL_HOME
@@ -84,7 +84,7 @@ def test_langsmith_upload_masks_device_runs_and_keeps_the_tree(
     script = by_task(PLAN, QUERIES, JUDGE)
     device = fake_llm(script, "device")
     res = use_resources(Resources(s, device_llm=device, cloud_llm=fake_llm(script, "cloud")))
-    history = res.dataset_history("196")[-20:]
+    history = res.device.dataset_history("196")[-20:]
     history.append(Interaction(item_id=CANARY, ts=time.time(), rating=5.0, source="chat"))
     res.memory.seed("canary-user", history, overwrite=True)
 

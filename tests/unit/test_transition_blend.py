@@ -9,13 +9,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cdarec.bench.full import _rank_of_label, metrics, structured_row
+from cdarec.cloud.training.train import train_or_load
 from cdarec.data import leave_one_out, load_dataset
-from cdarec.device.ranking import BLEND_GRID, TRANSITION_BLEND, structured_blend
-from cdarec.device.sequence import TransitionModel
-from cdarec.seqrec.runtime import SASRecModel
-from cdarec.seqrec.sasrec import TrainConfig, untrained_valid_users
-from cdarec.seqrec.train_cli import model_path, train_or_load, with_transition_blend
+from cdarec.evaluation.protocols.full import _rank_of_label, metrics, structured_row
+from cdarec.seqrec.artefacts import model_path
+from cdarec.seqrec.config import TrainConfig, untrained_valid_users
+from cdarec.seqrec.sasrec import SASRecModel
+from cdarec.seqrec.structured import (
+    BLEND_GRID,
+    TRANSITION_BLEND,
+    structured_blend,
+    with_transition_blend,
+)
+from cdarec.seqrec.transition import TransitionModel
 from tests.conftest import REAL_HOME
 
 WATCHED = TrainConfig(hidden=16, max_len=50, epochs=2, time_budget_s=60, valid_users=300)
@@ -79,7 +85,8 @@ def test_without_untrained_validation_items_the_fallback_stays(ds, home: Path) -
 def test_cdarec_train_says_which_weight_the_device_will_use(
     ds, home: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from cdarec import app, runtime
+    from cdarec import cli as app
+    from cdarec.seqrec import artefacts as runtime
 
     monkeypatch.setattr(runtime, "train_config", lambda d: WATCHED)
     assert app.main(["train", "--dataset", "ml-100k", "--home", str(home)]) == 0

@@ -1,0 +1,142 @@
+"""CLI group: the benchmarks (`cdarec bench ...`), each printing a table."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from cdarec.cli.common import CliError, console, settings_from
+
+
+def cmd_bench_accuracy(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from cdarec.evaluation.protocols import full, request
+    from cdarec.evaluation.protocols import sampled as accuracy
+
+    module = {"llmrank": accuracy, "full": full, "request": request}[args.protocol]
+    default = module.DEFAULT_METHODS
+    methods = [m.strip() for m in (args.methods or ",".join(default)).split(",") if m.strip()]
+    run = module.run
+    try:
+        run(settings_from(args), methods, args.users, args.seed, Path(args.out), console)
+    except ValueError as err:
+        raise CliError(str(err), 2) from err
+    return 0
+
+
+def cmd_bench_latency(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from cdarec.evaluation.bench.latency import CONFIGS, run
+
+    configs = tuple(c.strip() for c in args.configs.split(",") if c.strip())
+    unknown = [c for c in configs if c not in CONFIGS]
+    if unknown:
+        raise CliError(
+            f"unknown configuration {', '.join(unknown)}; known: {', '.join(CONFIGS)}", 2
+        )
+    if args.turns < 1:
+        raise CliError("--turns must be at least 1", 2)
+    try:
+        run(settings_from(args), args.turns, args.seed, Path(args.out), console, configs)
+    except ValueError as err:
+        raise CliError(str(err), 2) from err
+    return 0
+
+
+def cmd_bench_web(args: argparse.Namespace) -> int:
+    from cdarec.evaluation.bench.web import run
+
+    run(settings_from(args, user_id=args.user), args.sessions, console, rounds=args.rounds)
+    return 0
+
+
+def cmd_bench_turns(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from cdarec.evaluation.bench.turns import run
+
+    run(settings_from(args, user_id=args.user), args.turns, console, Path(args.out))
+    return 0
+
+
+def register(sub: Any, common: argparse.ArgumentParser) -> None:
+    """bench accuracy, latency, web, turns"""
+    b = sub.add_parser("bench", help="benchmarks (print tables)").add_subparsers(
+        dest="action", required=True
+    )
+    ba = b.add_parser(
+        "accuracy",
+        parents=[common],
+        help="accuracy of every method on the same seeded candidates, beside the anchors",
+        description="Protocol llmrank (ANCHORS.md, Protocol A): rank the test item among 20 "
+        "candidates (1 + 19 random). Methods without an LLM run on all users and on the "
+        "LLM sample; methods with one on the sample. Protocol full (ANCHORS.md, Protocol "
+        "B, RecBole's ml-1m_seq): ratings >= 3, 10-core (a filtered copy is written once "
+        "under $CDAREC_HOME/datasets/derived), the test item ranked against every item the "
+        "user has not seen, HR@10 and NDCG@10. Prints a Markdown table with the published "
+        "rows and writes JSON, Markdown and a PNG plot to --out.",
+    )
+    ba.add_argument(
+        "--protocol",
+        choices=["llmrank", "full", "request"],
+        default="llmrank",
+        help="llmrank: Protocol A (20 candidates); full: Protocol B (RecBole full ranking); "
+        "request: Protocol R (a plain-words request per user from the held-out item's genres "
+        "and decade, full ranking, satisfaction and grounded reasons)",
+    )
+    ba.add_argument("--users", type=int, default=200, help="size of the fixed LLM sample")
+    ba.add_argument(
+        "--methods",
+        default=None,
+        help="comma-separated: random, pop, transition, sasrec, sasrec+device, "
+        "sasrec+transition, llm-zero-shot, cloud-only, cdarec, cdarec-fixed-plan, "
+        "cdarec-no-slm, cdarec-no-semantic, cdarec-no-collab (--protocol full: all but "
+        "random, llm-zero-shot and cloud-only; --protocol request: structured, "
+        "retrieval-only, oracle-filter and the graph methods). Default: the baselines, the "
+        "structured model rows and cdarec",
+    )
+    ba.add_argument("--seed", type=int, default=2024, help="candidate and sample seed")
+    ba.add_argument("--out", default="results", help="folder for JSON/Markdown/PNG")
+    ba.set_defaults(func=cmd_bench_accuracy)
+
+    bl = b.add_parser(
+        "latency",
+        parents=[common],
+        help="cdarec vs a cloud-only and a device-only agent on the same turns (Protocol C)",
+        description="Runs the same turns (Protocol A users of the fixed sample, 20 candidates "
+        "each) through cloud-only (every sub-task by the cloud LLM, raw history sent), cdarec "
+        "and device-only, and prints one table: wall p50/p95, first item on screen, cloud "
+        "tokens, bytes (and raw-history bytes) sent to the cloud, device peak memory, "
+        "NDCG@10, per-node medians. Writes JSON, a bar chart and a timeline of one cdarec "
+        "turn to --out.",
+    )
+    bl.add_argument("--turns", type=int, default=10, help="measured turns per configuration")
+    bl.add_argument(
+        "--configs",
+        default=",".join(("cloud-only", "cdarec", "device-only")),
+        help="comma-separated subset of cloud-only, cdarec, device-only",
+    )
+    bl.add_argument("--seed", type=int, default=2024, help="sample and candidate seed")
+    bl.add_argument("--out", default="results", help="folder for JSON and PNG")
+    bl.set_defaults(func=cmd_bench_latency)
+
+    bw = b.add_parser(
+        "web", parents=[common], help="browser path: time to first item vs terminal; N sessions"
+    )
+    bw.add_argument("--user", default="1m_1")
+    bw.add_argument("--sessions", type=int, default=10, help="sessions opened at once")
+    bw.add_argument(
+        "--rounds",
+        type=int,
+        default=2,
+        help="passes over the 3 requests, terminal and web alternating (paired timings)",
+    )
+    bw.set_defaults(func=cmd_bench_web)
+
+    bt = b.add_parser("turns", parents=[common], help="latency and memory of chat turns")
+    bt.add_argument("--user", default="1m_1")
+    bt.add_argument("--turns", type=int, default=6, help="warm turns after the first")
+    bt.add_argument("--out", default="results", help="folder for turns.json and turns.png")
+    bt.set_defaults(func=cmd_bench_turns)

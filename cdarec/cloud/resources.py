@@ -1,0 +1,121 @@
+"""Cloud side: the cloud's resources — its LLM, the catalogue, the collaborative index,
+the plan cache and the model it trains.
+
+Nothing here can reach device memory, the device model or the device SLM: they live in
+``cdarec.device.resources``, which this side never imports. Cloud nodes look their
+resources up with ``cloud_resources(runtime.context)``.
+"""
+
+from __future__ import annotations
+
+import zlib
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from cdarec.cloud.catalogue.store import Catalogue, open_catalogue
+from cdarec.contract.plan import Plan
+from cdarec.contract.resources import PublicResources, Registry, lazy
+from cdarec.llm.factory import LLM, build_llm
+from cdarec.seqrec import artefacts
+from cdarec.settings import Settings
+
+if TYPE_CHECKING:
+    from cdarec.cloud.catalogue.collab import CollabIndex
+    from cdarec.data import Dataset
+    from cdarec.prompts import Prompt
+    from cdarec.seqrec.sasrec import SASRecModel
+
+
+class CloudResources(PublicResources):
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        llm: LLM | None = None,
+        dataset: Dataset | None = None,
+        prompts: dict[str, Prompt] | None = None,
+        catalogue: Catalogue | None = None,
+        trained_model: SASRecModel | None = None,
+    ) -> None:
+        super().__init__(settings, dataset=dataset, prompts=prompts)
+        self._given(cloud_llm=llm, catalogue=catalogue, trained_model=trained_model)
+        # Plans the cloud planner wrote, by user state and request kind (plan reuse).
+        self.plan_cache: dict[str, Plan] = {}
+        self._trained: SASRecModel | None = None  # what `train` returned
+
+    @lazy
+    def cloud_llm(self) -> LLM:
+        return build_llm(self.settings.cloud_model, self.settings)
+
+    @lazy
+    def catalogue(self) -> Catalogue:
+        cat = open_catalogue(self.settings, self.dataset)
+        if cat.count() == 0:  # first use without `cdarec index`
+            cat.index(self.dataset.items)
+        return cat
+
+    @lazy
+    def trained_model(self) -> SASRecModel | None:
+        """The SASRec the cloud trained and ships to the device (None before `cdarec
+        train` has run, or with ``sequence_model = "transition"``, or for an unreadable
+        file: the device then runs its transition model and sends no user vector)."""
+        if self.settings.sequence_model == "transition":
+            return None
+        path = artefacts.shipped_model_path(self.dataset, self.settings.home)
+        if not path.exists():
+            return None
+        from cdarec.seqrec.sasrec import SASRecModel
+
+        try:
+            return SASRecModel.load(path)
+        except ValueError:
+            return None
+
+    @lazy
+    def collab_index(self) -> CollabIndex | None:
+        """The cloud's index of the trained model's item vectors (None without one)."""
+        model = self.trained_model
+        if model is None:
+            return None
+        from cdarec.cloud.catalogue.collab import CollabIndex
+
+        vectors = model.item_vectors()
+        key = f"{model.name}-{zlib.crc32(np.ascontiguousarray(vectors).tobytes()):08x}"
+        index = CollabIndex(self.settings.chroma_dir, self.dataset.name, key)
+        index.index(self.dataset.items, vectors)
+        return index
+
+    def refresh_trained_model(self) -> None:
+        """Look for the trained model again (a background `cdarec train` finished)."""
+        with self._lock:
+            if self.__dict__.get("trained_model", False) is None:
+                for name in ("trained_model", "collab_index"):
+                    self.__dict__.pop(name, None)
+
+    def train(self, console: Any = None, *, retrain: bool = False) -> SASRecModel:
+        """Train the data set's SASRec (shows progress on ``console``), or load the cached
+        one, and use it from now on; the device loads the same file."""
+        from cdarec.cloud.training.train import train_or_load
+
+        with self._lock:
+            if self._trained is not None and not retrain:
+                return self._trained
+            model = self._trained = train_or_load(
+                self.dataset,
+                self.settings.home,
+                artefacts.train_config(self.dataset),
+                console,
+                retrain=retrain,
+            )
+            self.__dict__["trained_model"] = model
+            self.__dict__.pop("collab_index", None)
+            return model
+
+
+REGISTRY: Registry[CloudResources] = Registry(CloudResources)
+
+
+def cloud_resources(context: Settings | dict[str, Any] | None) -> CloudResources:
+    """The cloud's resources for a run's context (a graph node's ``runtime.context``)."""
+    return REGISTRY.get(context)

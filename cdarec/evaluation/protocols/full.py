@@ -1,0 +1,251 @@
+"""`cdarec bench accuracy --protocol full`: Protocol B, full ranking over the catalogue.
+
+As RecBole's ml-1m_seq benchmark (ANCHORS.md): ratings >= 3, 10-core (the filtered copy
+is written once as an atomic data set, ``cdarec.data.derive``), leave-one-out by time,
+the test item ranked against every item the user has not interacted with (RecBole's
+full-sort evaluation masks the user's history), HR@10 and NDCG@10. Methods without an
+LLM run on every test user and on the fixed sample; cdarec runs its whole graph on the
+sample, with no request and no scope: its own retrieval (semantic + collaborative) and
+the device's proposals form the pool, the device ranks it, and its top 10 is the list.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rich.console import Console
+
+from cdarec.data.derive import derive_seq_dataset
+from cdarec.evaluation.protocols.sampled import (
+    GRAPH,
+    HISTORY_LEN,
+    ProtocolA,
+    bench_resources,
+    graph_turns,
+    progress,
+    write_report,
+)
+from cdarec.graph.runtime import Resources
+from cdarec.seqrec.structured import catalogue_structured, structured_blend
+from cdarec.settings import Settings, slug
+
+K = 10
+NO_LLM = ("pop", "transition", "sasrec", "sasrec+device", "sasrec+transition")
+METHODS = (*NO_LLM, *(m for m in GRAPH if m != "cloud-only"))
+DEFAULT_METHODS = (*NO_LLM, "cdarec")
+
+# ANCHORS.md, Protocol B: RecBole's benchmark (tuned models), HR@10 and NDCG@10.
+ANCHOR_ROWS: list[tuple[str, float, float]] = [
+    ("SASRec (RecBole, tuned)", 0.2468, 0.1286),
+    ("GRU4Rec (RecBole, tuned)", 0.2776, 0.1545),
+    ("BERT4Rec (RecBole, under-tuned)", 0.0791, 0.0381),
+]
+
+
+@dataclass
+class FullRow:
+    method: str
+    users: int
+    hr: float
+    ndcg: float
+    seconds: float
+    fallback_rate: float = 0.0
+    note: str = ""
+    ranks: list[int] = field(default_factory=list, repr=False)
+
+
+def metrics(ranks: np.ndarray) -> tuple[float, float]:
+    """HR@10 and NDCG@10 from 0-based ranks (a miss is any rank >= 10)."""
+    r = np.asarray(ranks, dtype=np.float64)
+    hit = r < K
+    ndcg = np.where(hit, 1.0 / np.log2(r + 2.0), 0.0)
+    return float(hit.mean()), float(ndcg.mean())
+
+
+def _rank_of_label(scores: np.ndarray, history: np.ndarray, label: int) -> int:
+    """0-based rank of ``label`` among the items outside ``history`` (ties count
+    against the label)."""
+    s = np.asarray(scores, dtype=np.float64).copy()
+    s[np.unique(history)] = -np.inf
+    s[label] = scores[label]
+    return int((s >= s[label]).sum() - 1)
+
+
+def structured_row(
+    seq: np.ndarray, trans: np.ndarray, history: np.ndarray, blend: float
+) -> np.ndarray:
+    """The device's structured signal over the catalogue (SASRec + ``blend`` x transition),
+    with the history's items left out of the standardisation and ranked last."""
+    unseen = np.ones(len(seq), dtype=bool)
+    unseen[np.unique(history)] = False
+    return catalogue_structured(seq, trans, unseen, blend)
+
+
+def full_scores(method: str, proto: ProtocolA, users: list[str], res: Resources) -> np.ndarray:
+    """0-based full-ranking ranks of each user's test item."""
+    ds = proto.ds
+    labels = {u: int(ds.sequence(u)[-1]) for u in users}
+    if method == "pop":
+        return np.array(
+            [_rank_of_label(proto.train_pop, proto.histories[u], labels[u]) for u in users]
+        )
+    if method == "transition":
+        tm = res.device.transition_model
+        return np.array(
+            [
+                _rank_of_label(tm.scores(proto.histories[u]), proto.histories[u], labels[u])
+                for u in users
+            ]
+        )
+    model, tm = res.sasrec_model(), res.device.transition_model
+    blend = structured_blend(model)
+    out = []
+    for start in range(0, len(users), 256):
+        part = users[start : start + 256]
+        full = method != "sasrec"
+        hist = [proto.histories[u] if full else proto.histories[u][-HISTORY_LEN:] for u in part]
+        batch = model.scores_batch(hist)
+        for u, row in zip(part, batch, strict=True):
+            h = proto.histories[u]
+            if method == "sasrec+transition":
+                row = structured_row(row, tm.scores(h), h, blend)
+            out.append(_rank_of_label(row, h, labels[u]))
+    return np.array(out)
+
+
+def graph_ranks(
+    method: str, proto: ProtocolA, users: list[str], base: Resources, tick: Any
+) -> tuple[np.ndarray, float, str]:
+    """cdarec's top 10 per user: no request, no scope (its own retrieval)."""
+    ds = proto.ds
+    turns, fallback_rate, note = graph_turns(
+        method, proto, users, base, tick, lambda u: {"request": ""}, {"show_top": K}
+    )
+    ranks = []
+    for u, values in zip(users, turns, strict=True):
+        ranked = [r.item_id for r in values.get("ranking") or []]
+        label = ds.items[int(ds.sequence(u)[-1])].item_id
+        ranks.append(ranked.index(label) if label in ranked else K)  # beyond the list: a miss
+    return np.array(ranks), fallback_rate, note
+
+
+def run(
+    settings: Settings,
+    methods: list[str],
+    sample_size: int,
+    seed: int,
+    out_dir: Path,
+    console: Console,
+    resources: Resources | None = None,
+) -> list[FullRow]:
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise ValueError(
+            f"unknown method(s) for --protocol full: {', '.join(unknown)}; known: "
+            f"{', '.join(METHODS)}"
+        )
+    if resources is None:
+        path = derive_seq_dataset(settings.dataset, settings.home)
+        console.print(f"Protocol B data set (ratings >= 3, 10-core): {path}")
+        settings = settings.model_copy(update={"dataset": str(path)})
+    base = bench_resources(settings, console, resources)
+    proto = ProtocolA.build(base.dataset, sample_size, seed)
+    ds = proto.ds
+    console.print(
+        f"Protocol B on {ds.name}: {ds.n_users} users, {ds.n_items} items, "
+        f"{ds.n_interactions} interactions; full ranking; LLM sample {len(proto.sample)}"
+    )
+    rows: list[FullRow] = []
+    for m in [m for m in methods if m in NO_LLM]:
+        for users in (proto.users, proto.sample):
+            t0 = time.perf_counter()
+            ranks = full_scores(m, proto, users, base)
+            hr, nd = metrics(ranks)
+            rows.append(
+                FullRow(m, len(users), hr, nd, time.perf_counter() - t0, ranks=ranks.tolist())
+            )
+            console.print(f"  {m:22} {len(users):5d} users  HR@10 {hr:.4f}  NDCG@10 {nd:.4f}")
+    graph_methods = [m for m in methods if m not in NO_LLM]
+    if graph_methods:
+        with progress(console) as bar:
+            for m in graph_methods:
+                task = bar.add_task(f"{m:22}", total=len(proto.sample))
+                t0 = time.perf_counter()
+                ranks, fb, note = graph_ranks(
+                    m, proto, proto.sample, base, lambda task=task: bar.advance(task)
+                )
+                hr, nd = metrics(ranks)
+                rows.append(
+                    FullRow(
+                        m,
+                        len(proto.sample),
+                        hr,
+                        nd,
+                        time.perf_counter() - t0,
+                        fb,
+                        note,
+                        ranks.tolist(),
+                    )
+                )
+    text = markdown_table(rows, ds.name)
+    console.print()
+    console.print(text, markup=False, highlight=False, soft_wrap=True)
+    payload = {
+        "protocol": "full",
+        "dataset": ds.name,
+        "users": ds.n_users,
+        "items": ds.n_items,
+        "interactions": ds.n_interactions,
+        "seed": seed,
+        "anchors": [{"method": n, "hr10": h, "ndcg10": d} for n, h, d in ANCHOR_ROWS],
+        "rows": [asdict(r) for r in rows],
+    }
+    stem = out_dir / f"accuracy-full-{slug(ds.name)}"
+    write_report(stem, text, payload, lambda p: plot(rows, ds.name, p), console)
+    return rows
+
+
+def markdown_table(rows: list[FullRow], name: str) -> str:
+    lines = [
+        f"Protocol B (RecBole ml-1m_seq), {name}: full ranking over all items",
+        "",
+        "| method | users | HR@10 | NDCG@10 | fallback | time |",
+        "|---|---|---|---|---|---|",
+    ]
+    for n, h, d in ANCHOR_ROWS:
+        lines.append(f"| *published: {n}* | all | {h:.4f} | {d:.4f} | | |")
+    for r in rows:
+        fb = f"{100 * r.fallback_rate:.0f}%" if r.method not in NO_LLM else ""
+        lines.append(
+            f"| **{r.method}** | {r.users} | {r.hr:.4f} | {r.ndcg:.4f} | {fb} | {r.seconds:.0f} s |"
+        )
+    notes = [f"- {r.method}: {r.note}" for r in rows if r.note]
+    return "\n".join([*lines, *(["", *notes] if notes else [])])
+
+
+def plot(rows: list[FullRow], name: str, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = [n for n, _, _ in ANCHOR_ROWS] + [f"{r.method} ({r.users})" for r in rows]
+    hr = [h for _, h, _ in ANCHOR_ROWS] + [r.hr for r in rows]
+    nd = [d for _, _, d in ANCHOR_ROWS] + [r.ndcg for r in rows]
+    colours = ["#bbbbbb"] * len(ANCHOR_ROWS) + ["#2b7bb9"] * len(rows)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 0.32 * len(labels) + 1.4), sharey=True)
+    for ax, vals, title in ((axes[0], hr, "HR@10"), (axes[1], nd, "NDCG@10")):
+        ax.barh(range(len(labels)), vals, color=colours)
+        for i, v in enumerate(vals):
+            ax.text(v, i, f" {v:.3f}", va="center", fontsize=7)
+        ax.set_title(title)
+    axes[0].set_yticks(range(len(labels)), labels, fontsize=8)
+    axes[0].invert_yaxis()
+    fig.suptitle(f"Protocol B on {name} (grey: published, blue: measured here)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

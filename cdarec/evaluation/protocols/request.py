@@ -1,0 +1,384 @@
+"""`cdarec bench accuracy --protocol request`: Protocol R, request-conditioned next item.
+
+Protocol A's leave-one-out split and users; the whole catalogue the user has not seen is
+ranked (no scope; the history masked as in Protocol B). Each test user asks, in plain
+words, for what the held-out item is: one or two of its genres and/or its decade, or, for
+some users, "something like <a film of their history>" (the one sharing most genres
+with the held-out item). The words come from ``PHRASINGS`` and ``GENRE_WORDS`` below,
+drawn by seed; no structured hint reaches the system: the cloud must read the words.
+
+Metrics: HR@10 and NDCG@10 of the held-out item; satisfaction = share of the top 10
+that has every requested attribute, out of min(10, unseen items that have them);
+grounded = share of shown reasons whose every genre, year and title checks out
+(``cdarec.device.reasons.check_reason``); distinct = distinct reasons in the top 5.
+
+Rows: structured (the request ignored), retrieval-only (semantic retrieval of the
+request, ranked by similarity, history ignored but masked), oracle-filter (the
+structured signal restricted to exactly the requested attributes: the reference
+ceiling), cdarec and its ablations, cloud-only.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rich.console import Console
+
+from cdarec.data import Dataset
+from cdarec.device.reasons import ItemFacts, check_reason
+from cdarec.evaluation.protocols.full import metrics, structured_row
+from cdarec.evaluation.protocols.sampled import (
+    GRAPH,
+    ProtocolA,
+    bench_resources,
+    graph_turns,
+    progress,
+    write_report,
+)
+from cdarec.graph.runtime import Resources
+from cdarec.seqrec.structured import structured_blend
+from cdarec.settings import Settings, slug
+
+K = 10
+NO_LLM = ("structured", "retrieval-only", "oracle-filter")
+METHODS = (*NO_LLM, *GRAPH)
+DEFAULT_METHODS = (*NO_LLM, "cdarec")
+
+# How the protocol's users say a genre (several words for some; the catalogue's own
+# name, lower case, for the rest). Not the parser's lexicon: a separate, smaller list.
+GENRE_WORDS: dict[str, tuple[str, ...]] = {
+    "Comedy": ("comedy", "funny"),
+    "Sci-Fi": ("sci-fi", "science fiction"),
+    "Horror": ("horror", "scary"),
+    "Romance": ("romance", "romantic"),
+    "Animation": ("animated", "animation"),
+    "Children's": ("children's", "family"),
+    "Film-Noir": ("film noir",),
+    "Thriller": ("thriller", "suspense"),
+    "Documentary": ("documentary",),
+    "Musical": ("musical",),
+    "War": ("war",),
+    "Western": ("western",),
+}
+DECADE_WORDS = ("the {d}s", "the {s}s", "{d}s")  # "the 1990s", "the 90s", "1990s"
+# At least eight phrasings; {g}, {g2}: genre words, {dec}: a decade phrase.
+PHRASINGS: dict[str, tuple[str, ...]] = {
+    "genre": (
+        "a {g} movie",
+        "I'm in the mood for something {g}",
+        "recommend me a good {g} film",
+        "any {g} to watch tonight?",
+    ),
+    "genre2": (
+        "a {g} {g2} movie",
+        "something {g} and {g2}",
+        "show me a {g} film that is also {g2}",
+    ),
+    "decade": ("a movie from {dec}", "something made in {dec}", "what should I watch from {dec}?"),
+    "genre+decade": (
+        "a {g} movie from {dec}",
+        "something {g} from {dec}",
+        "{dec} {g}, please",
+        "any good {g} films from {dec}?",
+    ),
+    "similar": (
+        "something like {title}",
+        "more movies like {title}",
+        "anything similar to {title}",
+    ),
+}
+KIND_WEIGHTS = {"genre": 0.2, "genre2": 0.15, "decade": 0.15, "genre+decade": 0.35, "similar": 0.15}
+
+
+@dataclass(frozen=True)
+class Ask:
+    """One user's request and its truth: the attributes a satisfying item has."""
+
+    kind: str
+    text: str
+    genres: tuple[str, ...] = ()
+    decade: int | None = None
+    like: int | None = None  # item index of the named film (kind "similar")
+
+    def satisfied(self, genres: tuple[str, ...], year: int | None, like_genres=()) -> bool:
+        if self.like is not None:
+            return bool(set(genres) & set(like_genres))
+        if not set(self.genres) <= set(genres):
+            return False
+        return self.decade is None or (year is not None and self.decade <= year < self.decade + 10)
+
+
+def _word(genre: str, rng: np.random.Generator) -> str:
+    words = GENRE_WORDS.get(genre) or (genre.lower(),)
+    return str(words[int(rng.integers(len(words)))])
+
+
+def make_ask(ds: Dataset, user: str, label: int, history: np.ndarray, seed: int) -> Ask:
+    """The request of one user, from the held-out item ``label``'s attributes (seeded per
+    user); a "similar" request names the film of ``history`` sharing most genres."""
+    rng = np.random.default_rng([seed, ds.user_index[user]])
+    item = ds.items[label]
+    genres = [g for g in item.genres if g.lower() not in ("unknown", "(no genres listed)")]
+    kinds = list(KIND_WEIGHTS)
+    probs = np.array([KIND_WEIGHTS[k] for k in kinds])
+    ok = {
+        "genre": bool(genres),
+        "genre2": len(genres) >= 2,
+        "decade": item.year is not None,
+        "genre+decade": bool(genres) and item.year is not None,
+        "similar": bool(genres),
+    }
+    probs = np.where([ok[k] for k in kinds], probs, 0)
+    kind = kinds[int(rng.choice(len(kinds), p=probs / probs.sum()))] if probs.sum() else "none"
+    if kind == "none":
+        return Ask("none", "")
+    template = PHRASINGS[kind][int(rng.integers(len(PHRASINGS[kind])))]
+    if kind == "similar":
+        hist = np.asarray(history)[-50:]
+        shared = [len(set(ds.items[int(i)].genres) & set(genres)) for i in hist]
+        like = int(hist[int(np.argmax(shared[::-1]) * -1 - 1)]) if len(hist) else label
+        title = ds.items[like].title
+        return Ask(kind, template.format(title=title), like=like)
+    picked = list(rng.permutation(genres)[: 2 if kind == "genre2" else 1])
+    decade = None
+    dec = ""
+    if "decade" in kind and item.year is not None:
+        decade = item.year // 10 * 10
+        form = DECADE_WORDS[int(rng.integers(len(DECADE_WORDS)))]
+        dec = form.format(d=decade, s=f"{decade % 100:02d}")
+    if kind == "decade":
+        picked = []
+    g = _word(picked[0], rng) if picked else ""
+    g2 = _word(picked[1], rng) if len(picked) > 1 else ""
+    return Ask(kind, template.format(g=g, g2=g2, dec=dec), tuple(picked), decade)
+
+
+@dataclass
+class RequestRow:
+    method: str
+    users: int
+    hr: float
+    ndcg: float
+    satisfaction: float
+    seconds: float
+    grounded: float | None = None
+    distinct: float | None = None
+    fallback_rate: float = 0.0
+    note: str = ""
+    ranks: list[int] = field(default_factory=list, repr=False)
+
+
+def _satisfaction(proto: ProtocolA, asks: dict[str, Ask], user: str, top: list[int]) -> float:
+    ds, ask = proto.ds, asks[user]
+    like_genres = ds.items[ask.like].genres if ask.like is not None else ()
+    seen = set(proto.histories[user].tolist())
+    meets = [ask.satisfied(it.genres, it.year, like_genres) for it in ds.items]
+    available = sum(1 for i, m in enumerate(meets) if m and i not in seen and i != ask.like)
+    if not available:
+        return 1.0
+    return sum(meets[i] for i in top[:K]) / min(K, available)
+
+
+def _rank(top_scores: np.ndarray, label: int) -> int:
+    return int((top_scores >= top_scores[label]).sum() - 1) if np.isfinite(top_scores[label]) else K
+
+
+def no_llm_lists(
+    method: str, proto: ProtocolA, asks: dict[str, Ask], users: list[str], res: Resources
+) -> tuple[list[int], list[list[int]]]:
+    """Label ranks and top-10 item indices of a method without an LLM."""
+    ds = proto.ds
+    ranks, tops = [], []
+    if method == "retrieval-only":
+        for u in users:
+            seen = {ds.items[int(i)].item_id for i in proto.histories[u]}
+            text = asks[u].text or "popular movies"
+            hits = res.cloud.catalogue.search(text, K + len(seen) if len(seen) < 400 else 500)
+            top = [ds.item_index[h.item_id] for h in hits if h.item_id not in seen][:K]
+            label = int(ds.sequence(u)[-1])
+            ranks.append(top.index(label) if label in top else K)
+            tops.append(top)
+        return ranks, tops
+    model, tm = res.sasrec_model(), res.device.transition_model
+    blend = structured_blend(model)
+    for start in range(0, len(users), 256):
+        part = users[start : start + 256]
+        batch = model.scores_batch([proto.histories[u] for u in part])
+        for u, row in zip(part, batch, strict=True):
+            h = proto.histories[u]
+            s = structured_row(row, tm.scores(h), h, blend)
+            if method == "oracle-filter":
+                ask = asks[u]
+                like_g = ds.items[ask.like].genres if ask.like is not None else ()
+                keep = np.array([ask.satisfied(it.genres, it.year, like_g) for it in ds.items])
+                if ask.like is not None:
+                    keep[ask.like] = False
+                s = np.where(keep, s, -np.inf)
+            label = int(ds.sequence(u)[-1])
+            top = np.argsort(-s, kind="stable")[:K]
+            ranks.append(min(_rank(s, label), K) if np.isfinite(s[label]) else K)
+            tops.append([int(i) for i in top if np.isfinite(s[i])])
+    return ranks, tops
+
+
+def run(
+    settings: Settings,
+    methods: list[str],
+    sample_size: int,
+    seed: int,
+    out_dir: Path,
+    console: Console,
+    resources: Resources | None = None,
+) -> list[RequestRow]:
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise ValueError(
+            f"unknown method(s) for --protocol request: {', '.join(unknown)}; known: "
+            f"{', '.join(METHODS)}"
+        )
+    base = bench_resources(settings, console, resources)
+    proto = ProtocolA.build(base.dataset, sample_size, seed)
+    ds = proto.ds
+    users = proto.sample
+    asks = {u: make_ask(ds, u, int(ds.sequence(u)[-1]), proto.histories[u], seed) for u in users}
+    kinds: dict[str, int] = {}
+    for a in asks.values():
+        kinds[a.kind] = kinds.get(a.kind, 0) + 1
+    console.print(
+        f"Protocol R on {ds.name}: {len(users)} users (seed {seed}); requests "
+        + ", ".join(f"{k} {v}" for k, v in sorted(kinds.items()))
+    )
+    rows: list[RequestRow] = []
+    for m in [m for m in methods if m in NO_LLM]:
+        t0 = time.perf_counter()
+        ranks, tops = no_llm_lists(m, proto, asks, users, base)
+        hr, nd = metrics(np.array(ranks))
+        sat = float(
+            np.mean([_satisfaction(proto, asks, u, t) for u, t in zip(users, tops, strict=True)])
+        )
+        rows.append(RequestRow(m, len(users), hr, nd, sat, time.perf_counter() - t0, ranks=ranks))
+        console.print(f"  {m:22} HR@10 {hr:.4f}  NDCG@10 {nd:.4f}  satisfaction {sat:.3f}")
+    graph_methods = [m for m in methods if m not in NO_LLM]
+    if graph_methods:
+        with progress(console) as bar:
+            for m in graph_methods:
+                task = bar.add_task(f"{m:22}", total=len(users))
+                t0 = time.perf_counter()
+                turns, fb, note = graph_turns(
+                    m,
+                    proto,
+                    users,
+                    base,
+                    lambda task=task: bar.advance(task),
+                    lambda u: {"request": asks[u].text},
+                    {"show_top": K},
+                )
+                rows.append(graph_row(m, proto, asks, users, base, turns, fb, note, t0))
+    text = markdown_table(rows, ds.name, kinds)
+    console.print()
+    console.print(text, markup=False, highlight=False, soft_wrap=True)
+    payload = {
+        "protocol": "request",
+        "dataset": ds.name,
+        "seed": seed,
+        "requests": {u: asdict(a) for u, a in asks.items()},
+        "rows": [asdict(r) for r in rows],
+    }
+    stem = out_dir / f"accuracy-request-{slug(ds.name)}"
+    write_report(stem, text, payload, lambda p: plot(rows, ds.name, p), console)
+    return rows
+
+
+def graph_row(
+    method: str,
+    proto: ProtocolA,
+    asks: dict[str, Ask],
+    users: list[str],
+    res: Resources,
+    turns: list[dict[str, Any]],
+    fallback_rate: float,
+    note: str,
+    t0: float,
+) -> RequestRow:
+    """A graph method's row: its top 10 per user, and the check of every shown reason."""
+    ds = proto.ds
+    ranks, sats, grounded, distinct = [], [], [], []
+    for u, values in zip(users, turns, strict=True):
+        ranking = values.get("ranking") or []
+        top = [ds.item_index[r.item_id] for r in ranking if r.item_id in ds.item_index]
+        label = int(ds.sequence(u)[-1])
+        ranks.append(top.index(label) if label in top[:K] else K)
+        sats.append(_satisfaction(proto, asks, u, top))
+        history = [ds.items[int(i)].label() for i in proto.histories[u]]
+        named = [ds.items[asks[u].like].label()] if asks[u].like is not None else []
+        for r in ranking[:K]:
+            facts = ItemFacts(r.label, tuple(r.genres), r.year)
+            grounded.append(
+                not check_reason(r.reason, facts, res.device.vocabulary, [*history, *named])
+            )
+        distinct.append(len({r.reason for r in ranking[:5]}))
+    hr, nd = metrics(np.array(ranks))
+    return RequestRow(
+        method,
+        len(users),
+        hr,
+        nd,
+        float(np.mean(sats)),
+        time.perf_counter() - t0,
+        float(np.mean(grounded)) if grounded else None,
+        float(np.mean(distinct)) if distinct else None,
+        fallback_rate,
+        note,
+        ranks,
+    )
+
+
+def markdown_table(rows: list[RequestRow], name: str, kinds: dict[str, int]) -> str:
+    mix = ", ".join(f"{k} {v}" for k, v in sorted(kinds.items()))
+    lines = [
+        f"Protocol R (request-conditioned next item), {name}: full ranking of unseen items; "
+        f"requests: {mix}",
+        "",
+        "| method | users | HR@10 | NDCG@10 | satisfaction | grounded reasons | distinct in 5 "
+        "| fallback | time |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        g = f"{100 * r.grounded:.1f}%" if r.grounded is not None else ""
+        d = f"{r.distinct:.2f}" if r.distinct is not None else ""
+        fb = f"{100 * r.fallback_rate:.0f}%" if r.method not in NO_LLM else ""
+        lines.append(
+            f"| **{r.method}** | {r.users} | {r.hr:.4f} | {r.ndcg:.4f} | {r.satisfaction:.3f} "
+            f"| {g} | {d} | {fb} | {r.seconds:.0f} s |"
+        )
+    notes = [f"- {r.method}: {r.note}" for r in rows if r.note]
+    return "\n".join([*lines, *(["", *notes] if notes else [])])
+
+
+def plot(rows: list[RequestRow], name: str, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = [f"{r.method} ({r.users})" for r in rows]
+    fig, axes = plt.subplots(1, 3, figsize=(12, 0.35 * len(labels) + 1.5), sharey=True)
+    for ax, vals, title in (
+        (axes[0], [r.hr for r in rows], "HR@10"),
+        (axes[1], [r.ndcg for r in rows], "NDCG@10"),
+        (axes[2], [r.satisfaction for r in rows], "satisfaction"),
+    ):
+        ax.barh(range(len(labels)), vals, color="#2b7bb9")
+        for i, v in enumerate(vals):
+            ax.text(v, i, f" {v:.3f}", va="center", fontsize=7)
+        ax.set_title(title)
+    axes[0].set_yticks(range(len(labels)), labels, fontsize=8)
+    axes[0].invert_yaxis()
+    fig.suptitle(f"Protocol R on {name}", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
