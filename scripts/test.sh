@@ -15,5 +15,7 @@ if ! command -v chromium >/dev/null 2>&1; then
 fi
 step "ruff"
 .venv/bin/ruff check cdarec tests
+step "import-linter (the cloud-device boundary and the layers, pyproject.toml)"
+.venv/bin/lint-imports --no-cache
 step "pytest"
 .venv/bin/python -m pytest "$@"
