@@ -29,8 +29,8 @@ from cdarec.contract.plan import Weights, default_plan
 from cdarec.data import leave_one_out
 from cdarec.data.derive import derive_seq_dataset
 from cdarec.device.memory import DeviceRecord
+from cdarec.evaluation.harness import bench_resources
 from cdarec.evaluation.protocols.full import K, metrics
-from cdarec.evaluation.protocols.sampled import bench_resources, run_resources
 from cdarec.graph.builder import build_graph
 from cdarec.graph.runtime import use_resources
 from cdarec.seqrec.config import untrained_valid_users
@@ -63,7 +63,7 @@ def main() -> int:
     }
     labels = {u: ds.items[int(split.valid[u])].item_id for u in users}  # type: ignore[arg-type]
     run_settings = settings.model_copy(update={"planner": "fixed", "ablate": ["slm"]})
-    use_resources(run_resources(base, run_settings, records))
+    use_resources(base.derive(run_settings, records=records))
     graph = build_graph(InMemorySaver())
     print(f"{len(users)} validation users of {ds.name}; no request, open catalogue", flush=True)
     for w in [float(x) for x in args.weights.split(",")]:

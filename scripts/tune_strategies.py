@@ -25,9 +25,9 @@ from rich.console import Console
 import cdarec.device.nodes as device_nodes
 from cdarec.data import leave_one_out
 from cdarec.device.memory import DeviceRecord
+from cdarec.evaluation.harness import bench_resources
 from cdarec.evaluation.protocols.full import K, metrics
 from cdarec.evaluation.protocols.request import make_ask
-from cdarec.evaluation.protocols.sampled import bench_resources, run_resources
 from cdarec.graph.builder import build_graph
 from cdarec.graph.runtime import use_resources
 from cdarec.seqrec.config import untrained_valid_users
@@ -60,7 +60,7 @@ def main() -> int:
         records[u] = DeviceRecord(user_id=u, dataset=ds.name, history=hist)
         labels[u] = int(ds.sequence(u)[-2])
         asks[u] = make_ask(ds, u, labels[u], ds.sequence(u)[:-2], args.seed)
-    res = use_resources(run_resources(base, settings, records))
+    res = use_resources(base.derive(settings, records=records))
     graph = build_graph(InMemorySaver())
     pools: dict[str, list[tuple[str, float, float, float, tuple, int | None]]] = {}
     strategy: dict[str, str] = {}

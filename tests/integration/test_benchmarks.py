@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from cdarec.seqrec import artefacts as runtime
 from cdarec.evaluation.bench import latency, turns
 from cdarec.evaluation.protocols import sampled as accuracy
+from cdarec.seqrec import artefacts as runtime
 from cdarec.seqrec.config import TrainConfig
 from cdarec.settings import Settings
 

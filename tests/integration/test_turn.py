@@ -25,8 +25,9 @@ def test_turn_on_real_models(graph, smol_settings: Settings) -> None:
     request = {"request": "a funny animated film to cheer me up"}
     out = graph.invoke(request, cfg, context=smol_settings)
     res = get_resources(smol_settings)
-    assert res.cloud.cloud_llm.provider == "embedded" and res.cloud.cloud_llm.chat.openai_api_base.startswith(
-        "http://127.0.0.1:"
+    assert (
+        res.cloud.cloud_llm.provider == "embedded"
+        and res.cloud.cloud_llm.chat.openai_api_base.startswith("http://127.0.0.1:")
     )
     ranking = out["ranking"]
     assert len(ranking) == smol_settings.show_top

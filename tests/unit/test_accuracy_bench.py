@@ -11,10 +11,11 @@ import numpy as np
 import pytest
 from rich.console import Console
 
-from cdarec.seqrec import artefacts as runtime
 from cdarec.data import load_dataset
+from cdarec.evaluation.harness import ProtocolA
 from cdarec.evaluation.protocols import sampled as accuracy
 from cdarec.graph.runtime import Resources
+from cdarec.seqrec import artefacts as runtime
 from cdarec.seqrec.config import TrainConfig
 from cdarec.settings import Settings
 from tests.conftest import REAL_HOME
@@ -41,8 +42,8 @@ def test_llmrank_prompt_names_the_most_recent_movie() -> None:
 
 def test_protocol_candidates_hold_the_label_once_and_histories_hide_it() -> None:
     ds = load_dataset("ml-100k", REAL_HOME)
-    a = accuracy.ProtocolA.build(ds, 50, seed=7)
-    b = accuracy.ProtocolA.build(ds, 50, seed=7)
+    a = ProtocolA.build(ds, 50, seed=7)
+    b = ProtocolA.build(ds, 50, seed=7)
     assert a.sample == b.sample and len(a.sample) == 50
     for u in a.users[:200]:
         test = int(ds.sequence(u)[-1])

@@ -37,7 +37,11 @@ def test_the_tree_keeps_every_contract() -> None:
 @pytest.mark.parametrize(
     ("module", "line", "broken"),
     [
-        ("cloud/nodes.py", "from cdarec.device.memory import DeviceMemory", "never import each other"),
+        (
+            "cloud/nodes.py",
+            "from cdarec.device.memory import DeviceMemory",
+            "never import each other",
+        ),
         ("contract/state.py", "import cdarec.cloud.resources", "Layers"),
         ("service/chat.py", "import cdarec.cli.render", "imports none of them"),
         ("seqrec/metrics.py", "import cdarec.device.ranking", "shared foundation"),

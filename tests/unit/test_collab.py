@@ -13,8 +13,8 @@ from langgraph.checkpoint.memory import InMemorySaver
 
 from cdarec.cloud.training.train import train_or_load
 from cdarec.contract.schemas import COLLABORATIVE
-from cdarec.graph.builder import build_graph
 from cdarec.data import load_dataset
+from cdarec.graph.builder import build_graph
 from cdarec.graph.runtime import Resources, use_resources
 from cdarec.seqrec.config import TrainConfig
 from cdarec.settings import Settings

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 from rich.console import Console
 
-from cdarec.seqrec import artefacts as runtime
 from cdarec.data import load_dataset
 from cdarec.data.derive import derive_seq_dataset, k_core
 from cdarec.evaluation.protocols import full
 from cdarec.graph.runtime import Resources
+from cdarec.seqrec import artefacts as runtime
 from cdarec.seqrec.config import TrainConfig
 from cdarec.settings import Settings
 from tests.fakes import by_task, fake_llm

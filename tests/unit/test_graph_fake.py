@@ -11,7 +11,6 @@ import json
 from pathlib import Path
 
 import pytest
-from langgraph.checkpoint.memory import InMemorySaver
 
 from cdarec.contract.state import CloudView
 from cdarec.graph.builder import CLOUD_NODES, build_graph

@@ -12,9 +12,9 @@ import pytest
 from langchain_core.messages import BaseMessage
 from rich.console import Console
 
-from cdarec.seqrec import artefacts as runtime
 from cdarec.evaluation.bench import latency
 from cdarec.graph.runtime import Resources
+from cdarec.seqrec import artefacts as runtime
 from cdarec.seqrec.config import TrainConfig
 from cdarec.settings import Settings
 from tests.fakes import by_task, fake_llm

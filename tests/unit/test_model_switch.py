@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from cdarec.service.training import background_training, training_in_progress
 from cdarec.cloud.training.train import train_or_load
 from cdarec.graph.runtime import Resources
 from cdarec.seqrec.config import TrainConfig
+from cdarec.service.training import background_training, training_in_progress
 from cdarec.settings import Settings
 from tests.conftest import REAL_HOME
 

@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from cdarec.seqrec import artefacts as runtime
 from cdarec.contract.request import Vocabulary, parse_request
 from cdarec.data import load_dataset
+from cdarec.evaluation.harness import ProtocolA
 from cdarec.evaluation.protocols import request
-from cdarec.evaluation.protocols import sampled as accuracy
 from cdarec.graph.runtime import Resources
+from cdarec.seqrec import artefacts as runtime
 from cdarec.settings import Settings
 from tests.conftest import REAL_HOME
 from tests.fakes import by_task, fake_llm
@@ -25,7 +25,7 @@ from tests.unit.test_graph_fake import JUDGE, PLAN, QUERIES
 
 def test_requests_come_from_the_held_out_item_in_plain_words() -> None:
     ds = load_dataset("ml-100k", REAL_HOME)
-    proto = accuracy.ProtocolA.build(ds, 120, seed=3)
+    proto = ProtocolA.build(ds, 120, seed=3)
     asks = [
         request.make_ask(ds, u, int(ds.sequence(u)[-1]), proto.histories[u], 3)
         for u in proto.sample

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from cdarec import cli as app
-from cdarec.service.chat import ChatSession
 from cdarec.graph.runtime import Resources, use_resources
+from cdarec.service.chat import ChatSession
 from cdarec.settings import Settings
 from tests.conftest import REAL_HOME
 from tests.fakes import by_task, fake_llm

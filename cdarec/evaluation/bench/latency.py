@@ -24,7 +24,6 @@ first so that the device model is not loaded yet while it runs.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import statistics
 import time
@@ -38,12 +37,9 @@ from rich.console import Console
 from rich.table import Table
 
 from cdarec.evaluation.bench.turns import peak_rss_mb, percentile
-from cdarec.evaluation.protocols.sampled import (
-    ProtocolA,
-    bench_resources,
-    prepare_graph,
-    ranking_scores,
-)
+from cdarec.evaluation.harness import ProtocolA, bench_resources, prepare_graph
+from cdarec.evaluation.protocols.sampled import ranking_scores
+from cdarec.evaluation.report import settings_summary, write_report
 from cdarec.graph.runtime import Resources
 from cdarec.seqrec.metrics import label_ranks, ndcg_at
 from cdarec.settings import Settings, slug
@@ -306,17 +302,14 @@ def write_results(
     out_dir: Path,
     console: Console,
 ) -> None:
-    out_dir.mkdir(parents=True, exist_ok=True)
     stem = out_dir / f"latency-{slug(proto.ds.name)}"
     payload = {
         "protocol": "C",
         "dataset": proto.ds.name,
         "seed": seed,
-        "settings": {
-            k: str(v)
-            for k, v in settings.model_dump().items()
-            if k in ("device_model", "cloud_model", "sequence_model", "judge_top", "llm_threads")
-        },
+        "settings": settings_summary(
+            settings, ("device_model", "cloud_model", "sequence_model", "judge_top", "llm_threads")
+        ),
         "configs": [
             {
                 **{k: v for k, v in asdict(r).items() if k != "turns"},
@@ -326,12 +319,8 @@ def write_results(
             for r in results
         ],
     }
-    Path(f"{stem}.json").write_text(json.dumps(payload, indent=2))
-    try:
-        plot(results, Path(f"{stem}.png"), Path(f"{stem}-timeline.png"))
-        console.print(f"wrote {stem}.json, {stem}.png, {stem}-timeline.png")
-    except ImportError:
-        console.print(f"wrote {stem}.json [dim](matplotlib is not installed: no plots)[/dim]")
+    timeline = Path(f"{stem}-timeline.png")
+    write_report(stem, None, payload, lambda png: plot(results, png, timeline), console)
 
 
 def plot(results: list[ConfigResult], bars_png: Path, timeline_png: Path) -> None:

@@ -64,9 +64,9 @@ def _median(rows: list[dict[str, float]], key: str) -> float:
 def run(settings: Settings, sessions: int, console: Console, rounds: int = 2) -> dict[str, Any]:
     import uvicorn
 
-    from cdarec.service.chat import ChatSession
     from cdarec.evaluation.bench.turns import add_memory_rows, peak_memory
     from cdarec.llm.server import free_port
+    from cdarec.service.chat import ChatSession
     from cdarec.web.server import create_app
 
     user = settings.user_id or "1"

@@ -12,6 +12,7 @@ the device's proposals form the pool, the device ranks it, and its top 10 is the
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,18 +21,13 @@ import numpy as np
 from rich.console import Console
 
 from cdarec.data.derive import derive_seq_dataset
-from cdarec.evaluation.protocols.sampled import (
-    GRAPH,
-    HISTORY_LEN,
-    ProtocolA,
-    bench_resources,
-    graph_turns,
-    progress,
-    write_report,
-)
+from cdarec.evaluation import harness
+from cdarec.evaluation.harness import GRAPH, Protocol, ProtocolA, graph_turns
+from cdarec.evaluation.protocols.sampled import HISTORY_LEN
 from cdarec.graph.runtime import Resources
+from cdarec.seqrec.metrics import hit_at, ndcg_at
 from cdarec.seqrec.structured import catalogue_structured, structured_blend
-from cdarec.settings import Settings, slug
+from cdarec.settings import Settings
 
 K = 10
 NO_LLM = ("pop", "transition", "sasrec", "sasrec+device", "sasrec+transition")
@@ -60,10 +56,7 @@ class FullRow:
 
 def metrics(ranks: np.ndarray) -> tuple[float, float]:
     """HR@10 and NDCG@10 from 0-based ranks (a miss is any rank >= 10)."""
-    r = np.asarray(ranks, dtype=np.float64)
-    hit = r < K
-    ndcg = np.where(hit, 1.0 / np.log2(r + 2.0), 0.0)
-    return float(hit.mean()), float(ndcg.mean())
+    return hit_at(ranks, (K,))[K], ndcg_at(ranks, (K,))[K]
 
 
 def _rank_of_label(scores: np.ndarray, history: np.ndarray, label: int) -> int:
@@ -133,82 +126,6 @@ def graph_ranks(
     return np.array(ranks), fallback_rate, note
 
 
-def run(
-    settings: Settings,
-    methods: list[str],
-    sample_size: int,
-    seed: int,
-    out_dir: Path,
-    console: Console,
-    resources: Resources | None = None,
-) -> list[FullRow]:
-    unknown = [m for m in methods if m not in METHODS]
-    if unknown:
-        raise ValueError(
-            f"unknown method(s) for --protocol full: {', '.join(unknown)}; known: "
-            f"{', '.join(METHODS)}"
-        )
-    if resources is None:
-        path = derive_seq_dataset(settings.dataset, settings.home)
-        console.print(f"Protocol B data set (ratings >= 3, 10-core): {path}")
-        settings = settings.model_copy(update={"dataset": str(path)})
-    base = bench_resources(settings, console, resources)
-    proto = ProtocolA.build(base.dataset, sample_size, seed)
-    ds = proto.ds
-    console.print(
-        f"Protocol B on {ds.name}: {ds.n_users} users, {ds.n_items} items, "
-        f"{ds.n_interactions} interactions; full ranking; LLM sample {len(proto.sample)}"
-    )
-    rows: list[FullRow] = []
-    for m in [m for m in methods if m in NO_LLM]:
-        for users in (proto.users, proto.sample):
-            t0 = time.perf_counter()
-            ranks = full_scores(m, proto, users, base)
-            hr, nd = metrics(ranks)
-            rows.append(
-                FullRow(m, len(users), hr, nd, time.perf_counter() - t0, ranks=ranks.tolist())
-            )
-            console.print(f"  {m:22} {len(users):5d} users  HR@10 {hr:.4f}  NDCG@10 {nd:.4f}")
-    graph_methods = [m for m in methods if m not in NO_LLM]
-    if graph_methods:
-        with progress(console) as bar:
-            for m in graph_methods:
-                task = bar.add_task(f"{m:22}", total=len(proto.sample))
-                t0 = time.perf_counter()
-                ranks, fb, note = graph_ranks(
-                    m, proto, proto.sample, base, lambda task=task: bar.advance(task)
-                )
-                hr, nd = metrics(ranks)
-                rows.append(
-                    FullRow(
-                        m,
-                        len(proto.sample),
-                        hr,
-                        nd,
-                        time.perf_counter() - t0,
-                        fb,
-                        note,
-                        ranks.tolist(),
-                    )
-                )
-    text = markdown_table(rows, ds.name)
-    console.print()
-    console.print(text, markup=False, highlight=False, soft_wrap=True)
-    payload = {
-        "protocol": "full",
-        "dataset": ds.name,
-        "users": ds.n_users,
-        "items": ds.n_items,
-        "interactions": ds.n_interactions,
-        "seed": seed,
-        "anchors": [{"method": n, "hr10": h, "ndcg10": d} for n, h, d in ANCHOR_ROWS],
-        "rows": [asdict(r) for r in rows],
-    }
-    stem = out_dir / f"accuracy-full-{slug(ds.name)}"
-    write_report(stem, text, payload, lambda p: plot(rows, ds.name, p), console)
-    return rows
-
-
 def markdown_table(rows: list[FullRow], name: str) -> str:
     lines = [
         f"Protocol B (RecBole ml-1m_seq), {name}: full ranking over all items",
@@ -249,3 +166,83 @@ def plot(rows: list[FullRow], name: str, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+class FullRanking(Protocol):
+    """Protocol B: the test item ranked against every unseen item, HR@10 and NDCG@10."""
+
+    name = "full"
+    methods = METHODS
+    no_llm = NO_LLM
+
+    def prepare(self, settings: Settings, console: Console, given: bool) -> Settings:
+        if given:  # the caller's resources bring their own data set
+            return settings
+        path = derive_seq_dataset(settings.dataset, settings.home)
+        console.print(f"Protocol B data set (ratings >= 3, 10-core): {path}")
+        return settings.model_copy(update={"dataset": str(path)})
+
+    def begin(self, proto: ProtocolA, seed: int, console: Console, drawn_s: float) -> None:
+        ds = proto.ds
+        console.print(
+            f"Protocol B on {ds.name}: {ds.n_users} users, {ds.n_items} items, "
+            f"{ds.n_interactions} interactions; full ranking; LLM sample {len(proto.sample)}"
+        )
+
+    def structured_rows(
+        self, method: str, proto: ProtocolA, base: Resources, seed: int, console: Console
+    ) -> list[FullRow]:
+        rows = []
+        for users in (proto.users, proto.sample):
+            t0 = time.perf_counter()
+            ranks = full_scores(method, proto, users, base)
+            hr, nd = metrics(ranks)
+            rows.append(
+                FullRow(method, len(users), hr, nd, time.perf_counter() - t0, ranks=ranks.tolist())
+            )
+            console.print(f"  {method:22} {len(users):5d} users  HR@10 {hr:.4f}  NDCG@10 {nd:.4f}")
+        return rows
+
+    def graph_row(
+        self,
+        method: str,
+        proto: ProtocolA,
+        base: Resources,
+        tick: Callable[[], None],
+        started: float,
+    ) -> FullRow:
+        ranks, fb, note = graph_ranks(method, proto, proto.sample, base, tick)
+        hr, nd = metrics(ranks)
+        n = len(proto.sample)
+        return FullRow(method, n, hr, nd, time.perf_counter() - started, fb, note, ranks.tolist())
+
+    def report(
+        self, rows: list[FullRow], proto: ProtocolA, settings: Settings, seed: int
+    ) -> tuple[str, dict[str, Any], Callable[[Path], None]]:
+        ds = proto.ds
+        payload = {
+            "protocol": self.name,
+            "dataset": ds.name,
+            "users": ds.n_users,
+            "items": ds.n_items,
+            "interactions": ds.n_interactions,
+            "seed": seed,
+            "anchors": [{"method": n, "hr10": h, "ndcg10": d} for n, h, d in ANCHOR_ROWS],
+            "rows": [asdict(r) for r in rows],
+        }
+        return markdown_table(rows, ds.name), payload, lambda p: plot(rows, ds.name, p)
+
+
+def run(
+    settings: Settings,
+    methods: list[str],
+    sample_size: int,
+    seed: int,
+    out_dir: Path,
+    console: Console,
+    resources: Resources | None = None,
+) -> list[FullRow]:
+    """Protocol B (``harness.run``); ``resources`` lets tests bring fake models and data."""
+    return harness.run(
+        FullRanking(), settings, methods, sample_size, seed, out_dir, console, resources
+    )

@@ -21,6 +21,7 @@ ceiling), cdarec and its ablations, cloud-only.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,18 +31,12 @@ from rich.console import Console
 
 from cdarec.data import Dataset
 from cdarec.device.reasons import ItemFacts, check_reason
+from cdarec.evaluation import harness
+from cdarec.evaluation.harness import GRAPH, Protocol, ProtocolA, graph_turns
 from cdarec.evaluation.protocols.full import metrics, structured_row
-from cdarec.evaluation.protocols.sampled import (
-    GRAPH,
-    ProtocolA,
-    bench_resources,
-    graph_turns,
-    progress,
-    write_report,
-)
 from cdarec.graph.runtime import Resources
 from cdarec.seqrec.structured import structured_blend
-from cdarec.settings import Settings, slug
+from cdarec.settings import Settings
 
 K = 10
 NO_LLM = ("structured", "retrieval-only", "oracle-filter")
@@ -225,74 +220,6 @@ def no_llm_lists(
     return ranks, tops
 
 
-def run(
-    settings: Settings,
-    methods: list[str],
-    sample_size: int,
-    seed: int,
-    out_dir: Path,
-    console: Console,
-    resources: Resources | None = None,
-) -> list[RequestRow]:
-    unknown = [m for m in methods if m not in METHODS]
-    if unknown:
-        raise ValueError(
-            f"unknown method(s) for --protocol request: {', '.join(unknown)}; known: "
-            f"{', '.join(METHODS)}"
-        )
-    base = bench_resources(settings, console, resources)
-    proto = ProtocolA.build(base.dataset, sample_size, seed)
-    ds = proto.ds
-    users = proto.sample
-    asks = {u: make_ask(ds, u, int(ds.sequence(u)[-1]), proto.histories[u], seed) for u in users}
-    kinds: dict[str, int] = {}
-    for a in asks.values():
-        kinds[a.kind] = kinds.get(a.kind, 0) + 1
-    console.print(
-        f"Protocol R on {ds.name}: {len(users)} users (seed {seed}); requests "
-        + ", ".join(f"{k} {v}" for k, v in sorted(kinds.items()))
-    )
-    rows: list[RequestRow] = []
-    for m in [m for m in methods if m in NO_LLM]:
-        t0 = time.perf_counter()
-        ranks, tops = no_llm_lists(m, proto, asks, users, base)
-        hr, nd = metrics(np.array(ranks))
-        sat = float(
-            np.mean([_satisfaction(proto, asks, u, t) for u, t in zip(users, tops, strict=True)])
-        )
-        rows.append(RequestRow(m, len(users), hr, nd, sat, time.perf_counter() - t0, ranks=ranks))
-        console.print(f"  {m:22} HR@10 {hr:.4f}  NDCG@10 {nd:.4f}  satisfaction {sat:.3f}")
-    graph_methods = [m for m in methods if m not in NO_LLM]
-    if graph_methods:
-        with progress(console) as bar:
-            for m in graph_methods:
-                task = bar.add_task(f"{m:22}", total=len(users))
-                t0 = time.perf_counter()
-                turns, fb, note = graph_turns(
-                    m,
-                    proto,
-                    users,
-                    base,
-                    lambda task=task: bar.advance(task),
-                    lambda u: {"request": asks[u].text},
-                    {"show_top": K},
-                )
-                rows.append(graph_row(m, proto, asks, users, base, turns, fb, note, t0))
-    text = markdown_table(rows, ds.name, kinds)
-    console.print()
-    console.print(text, markup=False, highlight=False, soft_wrap=True)
-    payload = {
-        "protocol": "request",
-        "dataset": ds.name,
-        "seed": seed,
-        "requests": {u: asdict(a) for u, a in asks.items()},
-        "rows": [asdict(r) for r in rows],
-    }
-    stem = out_dir / f"accuracy-request-{slug(ds.name)}"
-    write_report(stem, text, payload, lambda p: plot(rows, ds.name, p), console)
-    return rows
-
-
 def graph_row(
     method: str,
     proto: ProtocolA,
@@ -382,3 +309,84 @@ def plot(rows: list[RequestRow], name: str, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+class RequestProtocol(Protocol):
+    """Protocol R: a plain-words request per user from the held-out item's attributes;
+    full ranking, satisfaction of the request, grounded and distinct reasons."""
+
+    name = "request"
+    methods = METHODS
+    no_llm = NO_LLM
+
+    def __init__(self) -> None:
+        self.asks: dict[str, Ask] = {}
+        self.kinds: dict[str, int] = {}
+
+    def begin(self, proto: ProtocolA, seed: int, console: Console, drawn_s: float) -> None:
+        ds = proto.ds
+        self.asks = {
+            u: make_ask(ds, u, int(ds.sequence(u)[-1]), proto.histories[u], seed)
+            for u in proto.sample
+        }
+        for a in self.asks.values():
+            self.kinds[a.kind] = self.kinds.get(a.kind, 0) + 1
+        console.print(
+            f"Protocol R on {ds.name}: {len(proto.sample)} users (seed {seed}); requests "
+            + ", ".join(f"{k} {v}" for k, v in sorted(self.kinds.items()))
+        )
+
+    def structured_rows(
+        self, method: str, proto: ProtocolA, base: Resources, seed: int, console: Console
+    ) -> list[RequestRow]:
+        users, asks = proto.sample, self.asks
+        t0 = time.perf_counter()
+        ranks, tops = no_llm_lists(method, proto, asks, users, base)
+        hr, nd = metrics(np.array(ranks))
+        sat = float(
+            np.mean([_satisfaction(proto, asks, u, t) for u, t in zip(users, tops, strict=True)])
+        )
+        console.print(f"  {method:22} HR@10 {hr:.4f}  NDCG@10 {nd:.4f}  satisfaction {sat:.3f}")
+        return [RequestRow(method, len(users), hr, nd, sat, time.perf_counter() - t0, ranks=ranks)]
+
+    def graph_row(
+        self,
+        method: str,
+        proto: ProtocolA,
+        base: Resources,
+        tick: Callable[[], None],
+        started: float,
+    ) -> RequestRow:
+        users, asks = proto.sample, self.asks
+        turns, fb, note = graph_turns(
+            method, proto, users, base, tick, lambda u: {"request": asks[u].text}, {"show_top": K}
+        )
+        return graph_row(method, proto, asks, users, base, turns, fb, note, started)
+
+    def report(
+        self, rows: list[RequestRow], proto: ProtocolA, settings: Settings, seed: int
+    ) -> tuple[str, dict[str, Any], Callable[[Path], None]]:
+        name = proto.ds.name
+        payload = {
+            "protocol": self.name,
+            "dataset": name,
+            "seed": seed,
+            "requests": {u: asdict(a) for u, a in self.asks.items()},
+            "rows": [asdict(r) for r in rows],
+        }
+        return markdown_table(rows, name, self.kinds), payload, lambda p: plot(rows, name, p)
+
+
+def run(
+    settings: Settings,
+    methods: list[str],
+    sample_size: int,
+    seed: int,
+    out_dir: Path,
+    console: Console,
+    resources: Resources | None = None,
+) -> list[RequestRow]:
+    """Protocol R (``harness.run``); ``resources`` lets tests bring fake models."""
+    return harness.run(
+        RequestProtocol(), settings, methods, sample_size, seed, out_dir, console, resources
+    )

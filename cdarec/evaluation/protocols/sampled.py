@@ -32,7 +32,6 @@ Methods:
 from __future__ import annotations
 
 import difflib
-import json
 import re
 import time
 from collections.abc import Callable
@@ -42,17 +41,14 @@ from typing import Any
 
 import numpy as np
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from cdarec.contract.plan import Plan
-from cdarec.data import Dataset, leave_one_out
-from cdarec.data.split import history_before_test
-from cdarec.device.memory import DeviceRecord
-from cdarec.graph.runtime import Resources, use_resources
-from cdarec.seqrec.metrics import demote_seen, label_ranks, ndcg_at, sample_candidates
+from cdarec.evaluation import harness
+from cdarec.evaluation.harness import GRAPH, Protocol, ProtocolA, graph_turns
+from cdarec.evaluation.report import settings_summary
+from cdarec.graph.runtime import Resources
+from cdarec.seqrec.metrics import demote_seen, label_ranks, ndcg_at
 from cdarec.seqrec.structured import blend_structured, catalogue_structured, structured_blend
-from cdarec.settings import Settings, slug
-from cdarec.tracing import run_callbacks
+from cdarec.settings import Settings
 
 KS = (1, 5, 10, 20)
 HISTORY_LEN = 50  # the protocol's history (the device may use more: sasrec+device)
@@ -65,17 +61,6 @@ NO_LLM = (
     "sasrec+device",
     "sasrec+transition",
 )
-GRAPH: dict[str, dict[str, Any]] = {
-    "cloud-only": {},  # every sub-task by the cloud LLM, raw history sent (baselines/)
-    "cdarec": {},
-    "cdarec-fixed-plan": {"planner": "fixed"},
-    "cdarec-no-slm": {"ablate": ["slm"]},
-    "cdarec-no-semantic": {"ablate": ["semantic"]},
-    "cdarec-no-collab": {"ablate": ["collab"]},
-}
-# Not a method of `bench accuracy`: the device-only configuration of `bench latency`
-# (the graph with the device SLM doing the cloud LLM's work, fixed plan, no cloud).
-CONFIG_ONLY = {"device-only": {"planner": "fixed"}}
 WITH_LLM = ("llm-zero-shot", *GRAPH)
 ALL_METHODS = (*NO_LLM, *WITH_LLM)
 DEFAULT_METHODS = (*NO_LLM, "cdarec")
@@ -105,41 +90,6 @@ class Row:
     fallback_rate: float = 0.0
     note: str = ""
     ranks: list[int] = field(default_factory=list, repr=False)
-
-
-@dataclass
-class ProtocolA:
-    ds: Dataset
-    users: list[str]  # every test user
-    sample: list[str]  # the fixed LLM sample
-    candidates: dict[str, np.ndarray]
-    histories: dict[str, np.ndarray]
-    train_pop: np.ndarray
-
-    @classmethod
-    def build(cls, ds: Dataset, sample_size: int, seed: int) -> ProtocolA:
-        split = leave_one_out(ds)
-        users = [u for u in split.test_users() if len(history_before_test(ds, u))]
-        rng = np.random.default_rng(seed)
-        pick = rng.choice(len(users), size=min(sample_size, len(users)), replace=False)
-        sample = [users[i] for i in sorted(pick)]
-        pop = np.zeros(ds.n_items, dtype=np.float64)
-        for u, seq in split.train.items():
-            np.add.at(pop, seq, 1.0)
-            if split.valid.get(u) is not None:
-                pop[split.valid[u]] += 1.0
-        return cls(
-            ds=ds,
-            users=users,
-            sample=sample,
-            candidates=sample_candidates(split.test, ds.n_items, users, seed=seed),
-            histories={u: history_before_test(ds, u) for u in users},
-            train_pop=pop,
-        )
-
-    def label_pos(self, users: list[str]) -> np.ndarray:
-        test = {u: int(self.ds.sequence(u)[-1]) for u in users}
-        return np.array([int(np.flatnonzero(self.candidates[u] == test[u])[0]) for u in users])
 
 
 def _row(
@@ -278,98 +228,6 @@ def score_llm_zero_shot(
     return np.stack(out), failed / max(len(users), 1)
 
 
-# -- the graph ------------------------------------------------------------------------------
-def eval_records(proto: ProtocolA, users: list[str], res: Resources) -> dict[str, DeviceRecord]:
-    """Each sampled user's device memory as it was before the test item."""
-    out = {}
-    for u in users:
-        hist = res.device.dataset_history(u)[:-1]
-        out[u] = DeviceRecord(user_id=u, dataset=proto.ds.name, history=hist)
-    return out
-
-
-def run_resources(
-    base: Resources, settings: Settings, records: dict[str, DeviceRecord]
-) -> Resources:
-    """Resources for one evaluation configuration: its settings and fixed device
-    memories, sharing ``base``'s loaded models and stores."""
-    return base.derive(settings, records=records)
-
-
-def prepare_graph(
-    method: str,
-    proto: ProtocolA,
-    users: list[str],
-    base: Resources,
-    wrap_cloud: Callable[[Any], Any] | None = None,
-) -> tuple[Any, Settings, Resources]:
-    """The compiled graph, settings and resources that run ``method``'s turns for
-    ``users`` (each user's device memory as it was before the test item); the loaded
-    models and stores of ``base`` are shared. One way to build a configuration, for
-    `bench accuracy` and `bench latency` alike. ``wrap_cloud`` wraps the cloud LLM (a
-    recorder of what the cloud was sent)."""
-    from langgraph.checkpoint.memory import InMemorySaver
-
-    from cdarec.evaluation.baselines.cloud_only import build_cloud_only_graph
-    from cdarec.graph.builder import build_graph
-
-    settings = base.settings.model_copy(update={**GRAPH, **CONFIG_ONLY}[method])
-    cloud_llm = base.cloud.cloud_llm
-    if method == "device-only":  # no cloud: the device SLM does the cloud's LLM work too
-        cloud_llm = base.device.device_llm
-    elif wrap_cloud is not None:
-        cloud_llm = wrap_cloud(cloud_llm)
-    res = base.derive(settings, records=eval_records(proto, users, base), cloud_llm=cloud_llm)
-    use_resources(res)
-    graph = build_cloud_only_graph if method == "cloud-only" else build_graph
-    return graph(InMemorySaver()), settings, res
-
-
-def graph_turns(
-    method: str,
-    proto: ProtocolA,
-    users: list[str],
-    base: Resources,
-    tick: Callable[[], None],
-    turn_input: Callable[[str], dict[str, Any]],
-    update: dict[str, Any] | None = None,
-) -> tuple[list[dict[str, Any]], float, str]:
-    """One evaluation turn per user through ``method``'s graph (``turn_input(user)`` is
-    the turn; ``update`` changes settings); returns each turn's values, the share of
-    turns with a fallback, and a note: the models, who planned, the mean weights."""
-    graph, settings, _ = prepare_graph(method, proto, users, base)
-    settings = settings.model_copy(update=update or {})
-    out, fallbacks, model_names = [], 0, set()
-    sources: dict[str, int] = {}
-    fell_back: dict[str, int] = {}  # node -> turns where it used its fallback
-    weights: list[tuple[float, float, float]] = []
-    for u in users:
-        values = graph.invoke(
-            turn_input(u),
-            {"configurable": {"thread_id": f"{method}-{u}"}, "callbacks": run_callbacks()},
-            context=settings.model_copy(update={"user_id": u}),
-        )
-        out.append(values)
-        trace = values.get("trace") or []
-        fallbacks += any(r.status == "fallback" for r in trace)
-        for node in {r.node for r in trace if r.status == "fallback"}:
-            fell_back[node] = fell_back.get(node, 0) + 1
-        model_names |= {r.model for r in trace if r.model}
-        if isinstance(plan := values.get("plan"), Plan):  # the cloud-only agent has none
-            sources[plan.source] = sources.get(plan.source, 0) + 1
-            w = plan.weights
-            weights.append((w.sequence, w.semantic, w.judge))
-        tick()
-    note = ", ".join(sorted(model_names))
-    if weights:  # which plans ranked: by whom, and with what weights on average
-        mean = np.mean(np.array(weights), axis=0)
-        note += "; plans " + " ".join(f"{k}x{v}" for k, v in sorted(sources.items()))
-        note += f"; mean weights seq/sem/slm {mean[0]:.2f}/{mean[1]:.2f}/{mean[2]:.2f}"
-    if fell_back:
-        note += "; fallbacks " + " ".join(f"{k}x{v}" for k, v in sorted(fell_back.items()))
-    return out, fallbacks / max(len(users), 1), note
-
-
 def score_graph(
     method: str,
     proto: ProtocolA,
@@ -393,97 +251,6 @@ def ranking_scores(values: dict[str, Any], cands: list[str]) -> np.ndarray:
     return _order_scores([pos[i] for i in ranked if i in pos], len(cands))
 
 
-# -- running and reporting -------------------------------------------------------------------
-def run(
-    settings: Settings,
-    methods: list[str],
-    sample_size: int,
-    seed: int,
-    out_dir: Path,
-    console: Console,
-    resources: Resources | None = None,
-) -> list[Row]:
-    """Run ``methods`` and report. ``resources`` lets tests bring fake models."""
-    unknown = [m for m in methods if m not in ALL_METHODS]
-    if unknown:
-        raise ValueError(f"unknown method(s) {', '.join(unknown)}; known: {', '.join(ALL_METHODS)}")
-    needs_sasrec = {"sasrec", "structured", "sasrec+device", "sasrec+transition", *GRAPH} & set(
-        methods
-    )
-    base = bench_resources(settings, console, resources, sasrec=bool(needs_sasrec))
-    t = time.perf_counter()
-    proto = ProtocolA.build(base.dataset, sample_size, seed)
-    console.print(
-        f"Protocol A on {proto.ds.name}: {len(proto.users)} test users, LLM sample "
-        f"{len(proto.sample)} (seed {seed}); candidates drawn in {time.perf_counter() - t:.1f} s"
-    )
-    rows: list[Row] = []
-    for m in [m for m in methods if m in NO_LLM]:
-        for users in (proto.users, proto.sample):
-            t0 = time.perf_counter()
-            rows.append(_row(m, users, score_without_llm(m, proto, users, base, seed), proto, t0))
-            console.print(f"  {m:22} {len(users):5d} users  N@10 {rows[-1].ndcg[10]:6.2f}")
-    llm_methods = [m for m in methods if m in WITH_LLM]
-    if llm_methods:
-        with progress(console) as bar:
-            for m in llm_methods:
-                task = bar.add_task(f"{m:22}", total=len(proto.sample))
-
-                def tick(task: Any = task) -> None:
-                    bar.advance(task)
-
-                t0 = time.perf_counter()
-                if m == "llm-zero-shot":
-                    scores, fb = score_llm_zero_shot(proto, proto.sample, base, tick)
-                    note = base.cloud.cloud_llm.name
-                else:
-                    scores, fb, note = score_graph(m, proto, proto.sample, base, tick)
-                rows.append(_row(m, proto.sample, scores, proto, t0, fb, note))
-    print_table(rows, proto, console)
-    write_results(rows, proto, settings, seed, out_dir, console)
-    return rows
-
-
-def progress(console: Console) -> Progress:
-    """The progress bar of every benchmark's LLM turns (one task per method)."""
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-    )
-
-
-def write_report(
-    stem: Path,
-    text: str,
-    payload: dict[str, Any],
-    plot_to: Callable[[Path], None],
-    console: Console,
-) -> None:
-    """A benchmark's Markdown table, JSON and plot, side by side (``stem``.md/.json/.png)."""
-    stem.parent.mkdir(parents=True, exist_ok=True)
-    Path(f"{stem}.md").write_text(text + "\n")
-    Path(f"{stem}.json").write_text(json.dumps(payload, indent=2))
-    try:
-        plot_to(Path(f"{stem}.png"))
-        console.print(f"wrote {stem}.json, .md, .png")
-    except ImportError:
-        console.print(f"wrote {stem}.json, .md [dim](no matplotlib: no plot)[/dim]")
-
-
-def bench_resources(
-    settings: Settings, console: Console, resources: Resources | None, *, sasrec: bool = True
-) -> Resources:
-    """The shared resources of a benchmark run, with the trained SASRec as the device's
-    model (trained once on the cloud side if not cached) unless told otherwise."""
-    base = use_resources(resources or Resources(settings))
-    if sasrec and settings.sequence_model != "transition":
-        base.device.use_sequence_model(base.sasrec_model(console))  # what the device runs
-    return base
-
-
 def markdown_table(rows: list[Row], proto: ProtocolA) -> str:
     lines = [
         f"Protocol A (LLMRank), {proto.ds.name}: NDCG x100, 20 candidates (1 + 19 random)",
@@ -500,42 +267,6 @@ def markdown_table(rows: list[Row], proto: ProtocolA) -> str:
         lines.append(f"| **{r.method}** | {r.users} | {cells} | {fb} | {r.seconds:.0f} s |")
     notes = [f"- {r.method}: {r.note}" for r in rows if r.note]
     return "\n".join([*lines, *(["", *notes] if notes else [])])
-
-
-def print_table(rows: list[Row], proto: ProtocolA, console: Console) -> None:
-    console.print()
-    console.print(markdown_table(rows, proto), markup=False, highlight=False, soft_wrap=True)
-
-
-def write_results(
-    rows: list[Row],
-    proto: ProtocolA,
-    settings: Settings,
-    seed: int,
-    out_dir: Path,
-    console: Console,
-) -> None:
-    payload = {
-        "protocol": "llmrank",
-        "dataset": proto.ds.name,
-        "seed": seed,
-        "users_all": len(proto.users),
-        "users_sample": len(proto.sample),
-        "settings": {
-            k: str(v)
-            for k, v in settings.model_dump().items()
-            if k in ("device_model", "cloud_model", "sequence_model", "retrieval_k", "judge_top")
-        },
-        "anchors": [
-            {"method": n, "users": u, "ndcg": dict(zip(KS, v, strict=True))}
-            for n, u, v in ANCHOR_ROWS
-        ],
-        "rows": [asdict(r) for r in rows],
-    }
-    stem = out_dir / f"accuracy-llmrank-{slug(proto.ds.name)}"
-    write_report(
-        stem, markdown_table(rows, proto), payload, lambda p: plot(rows, proto, p), console
-    )
 
 
 def plot(rows: list[Row], proto: ProtocolA, path: Path) -> None:
@@ -559,3 +290,82 @@ def plot(rows: list[Row], proto: ProtocolA, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+class LLMRank(Protocol):
+    """Protocol A: the test item among 20 candidates, NDCG@1/5/10/20."""
+
+    name = "llmrank"
+    methods = ALL_METHODS
+    no_llm = NO_LLM
+
+    def needs_sasrec(self, methods: list[str]) -> bool:
+        needs = {"sasrec", "structured", "sasrec+device", "sasrec+transition", *GRAPH}
+        return bool(needs & set(methods))
+
+    def begin(self, proto: ProtocolA, seed: int, console: Console, drawn_s: float) -> None:
+        console.print(
+            f"Protocol A on {proto.ds.name}: {len(proto.users)} test users, LLM sample "
+            f"{len(proto.sample)} (seed {seed}); candidates drawn in {drawn_s:.1f} s"
+        )
+
+    def structured_rows(
+        self, method: str, proto: ProtocolA, base: Resources, seed: int, console: Console
+    ) -> list[Row]:
+        rows = []
+        for users in (proto.users, proto.sample):
+            t0 = time.perf_counter()
+            rows.append(
+                _row(method, users, score_without_llm(method, proto, users, base, seed), proto, t0)
+            )
+            console.print(f"  {method:22} {len(users):5d} users  N@10 {rows[-1].ndcg[10]:6.2f}")
+        return rows
+
+    def graph_row(
+        self,
+        method: str,
+        proto: ProtocolA,
+        base: Resources,
+        tick: Callable[[], None],
+        started: float,
+    ) -> Row:
+        if method == "llm-zero-shot":
+            scores, fb = score_llm_zero_shot(proto, proto.sample, base, tick)
+            note = base.cloud.cloud_llm.name
+        else:
+            scores, fb, note = score_graph(method, proto, proto.sample, base, tick)
+        return _row(method, proto.sample, scores, proto, started, fb, note)
+
+    def report(
+        self, rows: list[Row], proto: ProtocolA, settings: Settings, seed: int
+    ) -> tuple[str, dict[str, Any], Callable[[Path], None]]:
+        payload = {
+            "protocol": self.name,
+            "dataset": proto.ds.name,
+            "seed": seed,
+            "users_all": len(proto.users),
+            "users_sample": len(proto.sample),
+            "settings": settings_summary(
+                settings,
+                ("device_model", "cloud_model", "sequence_model", "retrieval_k", "judge_top"),
+            ),
+            "anchors": [
+                {"method": n, "users": u, "ndcg": dict(zip(KS, v, strict=True))}
+                for n, u, v in ANCHOR_ROWS
+            ],
+            "rows": [asdict(r) for r in rows],
+        }
+        return markdown_table(rows, proto), payload, lambda p: plot(rows, proto, p)
+
+
+def run(
+    settings: Settings,
+    methods: list[str],
+    sample_size: int,
+    seed: int,
+    out_dir: Path,
+    console: Console,
+    resources: Resources | None = None,
+) -> list[Row]:
+    """Protocol A (``harness.run``); ``resources`` lets tests bring fake models."""
+    return harness.run(LLMRank(), settings, methods, sample_size, seed, out_dir, console, resources)

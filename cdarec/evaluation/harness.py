@@ -1,0 +1,260 @@
+"""Evaluation: the one harness every accuracy protocol runs in.
+
+RecBole's split, in cdarec's terms: the data and its leave-one-out users (``ProtocolA``:
+every test user, the fixed LLM sample, Protocol A's candidates), the configurations a
+graph method runs (``GRAPH``), one way to run a method's turns through the graph with each
+user's device memory as it was before the test item (``graph_turns``), and ``run``, which
+takes a ``Protocol`` (its methods, rows and report) and does the rest. It knows both sides:
+it plays the researcher who holds the whole data set.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+from rich.console import Console
+
+from cdarec.contract.plan import Plan
+from cdarec.data import Dataset, leave_one_out
+from cdarec.data.split import history_before_test
+from cdarec.device.memory import DeviceRecord
+from cdarec.evaluation.report import progress, write_report
+from cdarec.graph.runtime import Resources, use_resources
+from cdarec.seqrec.metrics import sample_candidates
+from cdarec.settings import Settings, slug
+from cdarec.tracing import run_callbacks
+
+GRAPH: dict[str, dict[str, Any]] = {
+    "cloud-only": {},  # every sub-task by the cloud LLM, raw history sent (baselines/)
+    "cdarec": {},
+    "cdarec-fixed-plan": {"planner": "fixed"},
+    "cdarec-no-slm": {"ablate": ["slm"]},
+    "cdarec-no-semantic": {"ablate": ["semantic"]},
+    "cdarec-no-collab": {"ablate": ["collab"]},
+}
+# Not a method of `bench accuracy`: the device-only configuration of `bench latency`
+# (the graph with the device SLM doing the cloud LLM's work, fixed plan, no cloud).
+CONFIG_ONLY = {"device-only": {"planner": "fixed"}}
+
+
+@dataclass
+class ProtocolA:
+    ds: Dataset
+    users: list[str]  # every test user
+    sample: list[str]  # the fixed LLM sample
+    candidates: dict[str, np.ndarray]
+    histories: dict[str, np.ndarray]
+    train_pop: np.ndarray
+
+    @classmethod
+    def build(cls, ds: Dataset, sample_size: int, seed: int) -> ProtocolA:
+        split = leave_one_out(ds)
+        users = [u for u in split.test_users() if len(history_before_test(ds, u))]
+        rng = np.random.default_rng(seed)
+        pick = rng.choice(len(users), size=min(sample_size, len(users)), replace=False)
+        sample = [users[i] for i in sorted(pick)]
+        pop = np.zeros(ds.n_items, dtype=np.float64)
+        for u, seq in split.train.items():
+            np.add.at(pop, seq, 1.0)
+            if split.valid.get(u) is not None:
+                pop[split.valid[u]] += 1.0
+        return cls(
+            ds=ds,
+            users=users,
+            sample=sample,
+            candidates=sample_candidates(split.test, ds.n_items, users, seed=seed),
+            histories={u: history_before_test(ds, u) for u in users},
+            train_pop=pop,
+        )
+
+    def label_pos(self, users: list[str]) -> np.ndarray:
+        test = {u: int(self.ds.sequence(u)[-1]) for u in users}
+        return np.array([int(np.flatnonzero(self.candidates[u] == test[u])[0]) for u in users])
+
+
+def eval_records(proto: ProtocolA, users: list[str], res: Resources) -> dict[str, DeviceRecord]:
+    """Each sampled user's device memory as it was before the test item."""
+    out = {}
+    for u in users:
+        hist = res.device.dataset_history(u)[:-1]
+        out[u] = DeviceRecord(user_id=u, dataset=proto.ds.name, history=hist)
+    return out
+
+
+def prepare_graph(
+    method: str,
+    proto: ProtocolA,
+    users: list[str],
+    base: Resources,
+    wrap_cloud: Callable[[Any], Any] | None = None,
+) -> tuple[Any, Settings, Resources]:
+    """The compiled graph, settings and resources that run ``method``'s turns for
+    ``users`` (each user's device memory as it was before the test item); the loaded
+    models and stores of ``base`` are shared. One way to build a configuration, for
+    `bench accuracy` and `bench latency` alike. ``wrap_cloud`` wraps the cloud LLM (a
+    recorder of what the cloud was sent)."""
+    from langgraph.checkpoint.memory import InMemorySaver
+
+    from cdarec.evaluation.baselines.cloud_only import build_cloud_only_graph
+    from cdarec.graph.builder import build_graph
+
+    settings = base.settings.model_copy(update={**GRAPH, **CONFIG_ONLY}[method])
+    cloud_llm = base.cloud.cloud_llm
+    if method == "device-only":  # no cloud: the device SLM does the cloud's LLM work too
+        cloud_llm = base.device.device_llm
+    elif wrap_cloud is not None:
+        cloud_llm = wrap_cloud(cloud_llm)
+    res = base.derive(settings, records=eval_records(proto, users, base), cloud_llm=cloud_llm)
+    use_resources(res)
+    graph = build_cloud_only_graph if method == "cloud-only" else build_graph
+    return graph(InMemorySaver()), settings, res
+
+
+def graph_turns(
+    method: str,
+    proto: ProtocolA,
+    users: list[str],
+    base: Resources,
+    tick: Callable[[], None],
+    turn_input: Callable[[str], dict[str, Any]],
+    update: dict[str, Any] | None = None,
+) -> tuple[list[dict[str, Any]], float, str]:
+    """One evaluation turn per user through ``method``'s graph (``turn_input(user)`` is
+    the turn; ``update`` changes settings); returns each turn's values, the share of
+    turns with a fallback, and a note: the models, who planned, the mean weights."""
+    graph, settings, _ = prepare_graph(method, proto, users, base)
+    settings = settings.model_copy(update=update or {})
+    out, fallbacks, model_names = [], 0, set()
+    sources: dict[str, int] = {}
+    fell_back: dict[str, int] = {}  # node -> turns where it used its fallback
+    weights: list[tuple[float, float, float]] = []
+    for u in users:
+        values = graph.invoke(
+            turn_input(u),
+            {"configurable": {"thread_id": f"{method}-{u}"}, "callbacks": run_callbacks()},
+            context=settings.model_copy(update={"user_id": u}),
+        )
+        out.append(values)
+        trace = values.get("trace") or []
+        fallbacks += any(r.status == "fallback" for r in trace)
+        for node in {r.node for r in trace if r.status == "fallback"}:
+            fell_back[node] = fell_back.get(node, 0) + 1
+        model_names |= {r.model for r in trace if r.model}
+        if isinstance(plan := values.get("plan"), Plan):  # the cloud-only agent has none
+            sources[plan.source] = sources.get(plan.source, 0) + 1
+            w = plan.weights
+            weights.append((w.sequence, w.semantic, w.judge))
+        tick()
+    note = ", ".join(sorted(model_names))
+    if weights:  # which plans ranked: by whom, and with what weights on average
+        mean = np.mean(np.array(weights), axis=0)
+        note += "; plans " + " ".join(f"{k}x{v}" for k, v in sorted(sources.items()))
+        note += f"; mean weights seq/sem/slm {mean[0]:.2f}/{mean[1]:.2f}/{mean[2]:.2f}"
+    if fell_back:
+        note += "; fallbacks " + " ".join(f"{k}x{v}" for k, v in sorted(fell_back.items()))
+    return out, fallbacks / max(len(users), 1), note
+
+
+def bench_resources(
+    settings: Settings, console: Console, resources: Resources | None, *, sasrec: bool = True
+) -> Resources:
+    """The shared resources of a benchmark run, with the trained SASRec as the device's
+    model (trained once on the cloud side if not cached) unless told otherwise."""
+    base = use_resources(resources or Resources(settings))
+    if sasrec and settings.sequence_model != "transition":
+        base.device.use_sequence_model(base.sasrec_model(console))  # what the device runs
+    return base
+
+
+class Protocol:
+    """One accuracy protocol: its methods, its rows and its report. ``run`` runs any of
+    them the same way: structured methods (no LLM) first, then the graph methods over the
+    fixed sample with a progress bar, then the table, JSON and plot."""
+
+    name: ClassVar[str]  # the --protocol value and the report's file name
+    methods: ClassVar[tuple[str, ...]]  # every method it knows
+    no_llm: ClassVar[tuple[str, ...]]  # the methods that run without an LLM
+
+    def prepare(self, settings: Settings, console: Console, given: bool) -> Settings:
+        """The settings the protocol runs on (``given``: resources were passed in)."""
+        return settings
+
+    def needs_sasrec(self, methods: list[str]) -> bool:
+        return True
+
+    def begin(self, proto: ProtocolA, seed: int, console: Console, drawn_s: float) -> None:
+        """Say what is evaluated (and prepare what the rows need)."""
+
+    def structured_rows(
+        self, method: str, proto: ProtocolA, base: Resources, seed: int, console: Console
+    ) -> list[Any]:
+        raise NotImplementedError
+
+    def graph_users(self, proto: ProtocolA) -> list[str]:
+        return proto.sample
+
+    def graph_row(
+        self,
+        method: str,
+        proto: ProtocolA,
+        base: Resources,
+        tick: Callable[[], None],
+        started: float,
+    ) -> Any:
+        raise NotImplementedError
+
+    def report(
+        self, rows: list[Any], proto: ProtocolA, settings: Settings, seed: int
+    ) -> tuple[str, dict[str, Any], Callable[[Path], None]]:
+        """The Markdown table, the JSON payload and the plot of ``rows``."""
+        raise NotImplementedError
+
+
+def run(
+    protocol: Protocol,
+    settings: Settings,
+    methods: list[str],
+    sample_size: int,
+    seed: int,
+    out_dir: Path,
+    console: Console,
+    resources: Resources | None = None,
+) -> list[Any]:
+    """Run ``methods`` under ``protocol`` and report. ``resources`` lets tests bring fake
+    models (and the protocol's data set)."""
+    unknown = [m for m in methods if m not in protocol.methods]
+    if unknown:
+        raise ValueError(
+            f"unknown method(s) for --protocol {protocol.name}: {', '.join(unknown)}; known: "
+            f"{', '.join(protocol.methods)}"
+        )
+    settings = protocol.prepare(settings, console, resources is not None)
+    base = bench_resources(settings, console, resources, sasrec=protocol.needs_sasrec(methods))
+    t = time.perf_counter()
+    proto = ProtocolA.build(base.dataset, sample_size, seed)
+    protocol.begin(proto, seed, console, time.perf_counter() - t)
+    rows: list[Any] = []
+    for m in [m for m in methods if m in protocol.no_llm]:
+        rows.extend(protocol.structured_rows(m, proto, base, seed, console))
+    graph_methods = [m for m in methods if m not in protocol.no_llm]
+    if graph_methods:
+        users = protocol.graph_users(proto)
+        with progress(console) as bar:
+            for m in graph_methods:
+                task = bar.add_task(f"{m:22}", total=len(users))
+
+                def tick(task: Any = task) -> None:
+                    bar.advance(task)
+
+                rows.append(protocol.graph_row(m, proto, base, tick, time.perf_counter()))
+    text, payload, plot_to = protocol.report(rows, proto, settings, seed)
+    console.print()
+    console.print(text, markup=False, highlight=False, soft_wrap=True)
+    stem = out_dir / f"accuracy-{protocol.name}-{slug(proto.ds.name)}"
+    write_report(stem, text, payload, plot_to, console)
+    return rows
