@@ -1,7 +1,9 @@
-"""The cloud's retrieval tool: a LangChain tool over the Chroma catalogue."""
+"""Cloud side: the cloud's search tools (LangChain tools) over its catalogue and its
+collaborative index; their arguments are what the cloud may send, never a history."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Literal
 
 from langchain_core.tools import BaseTool, StructuredTool
@@ -41,6 +43,7 @@ class RetrievalInput(Filters):
 class CollabInput(Filters):
     """One collaborative search: the device's user vector (never the history)."""
 
+    k: int = Field(default=20, ge=1, le=500, description="how many items to return")
     vector: list[float] = Field(min_length=1, max_length=1024, description="user vector")
 
 
@@ -68,35 +71,44 @@ def _filtered(search: Any, k: int, exclude_genres: list[str], **kwargs: Any) -> 
     return [h for h in hits if not banned & set(h.genres)][:k]
 
 
-def make_retrieval_tool(catalogue: Catalogue) -> BaseTool:
-    def search_catalogue(query: str, k: int = 30, **filters: Any) -> list[dict[str, Any]]:
-        args = RetrievalInput(query=query, k=k, **filters)
+def _search_tool(
+    name: str,
+    description: str,
+    schema: type[Filters],
+    target: str,
+    search: Callable[..., list[Hit]],
+) -> BaseTool:
+    """A search tool: the arguments validated by ``schema`` (what the cloud may send),
+    ``search(args.<target>, k=..., <filters>)`` run with genre exclusions applied after it,
+    catalogue facts and a score returned."""
+
+    def run(**kwargs: Any) -> list[dict[str, Any]]:
+        args = schema(**kwargs)
         kw = args.search_kwargs()
         ex = kw.pop("exclude_genres")
-        return hits_json(_filtered(lambda **a: catalogue.search(query, **a), k, ex, **kw))
+        what = getattr(args, target)
+        return hits_json(_filtered(lambda **a: search(what, **a), args.k, ex, **kw))
 
-    return StructuredTool.from_function(
-        search_catalogue,
-        name="search_catalogue",
-        description="Search the movie catalogue by meaning, with optional genre, year and "
-        "id filters. Returns items with their cosine similarity to the query.",
-        args_schema=RetrievalInput,
+    return StructuredTool.from_function(run, name=name, description=description, args_schema=schema)
+
+
+def make_retrieval_tool(catalogue: Catalogue) -> BaseTool:
+    return _search_tool(
+        "search_catalogue",
+        "Search the movie catalogue by meaning, with optional genre, year and id filters. "
+        "Returns items with their cosine similarity to the query.",
+        RetrievalInput,
+        "query",
+        catalogue.search,
     )
 
 
 def make_collab_tool(index: Any) -> BaseTool:
-    def search_collaborative(
-        vector: list[float], k: int = 20, **filters: Any
-    ) -> list[dict[str, Any]]:
-        args = CollabInput(vector=vector, k=k, **filters)
-        kw = args.search_kwargs()
-        ex = kw.pop("exclude_genres")
-        return hits_json(_filtered(lambda **a: index.search(vector, **a), k, ex, **kw))
-
-    return StructuredTool.from_function(
-        search_collaborative,
-        name="search_collaborative",
-        description="Search the structured model's item vectors with a user vector (inner "
-        "product), with the same genre, year and id filters as the catalogue search.",
-        args_schema=CollabInput,
+    return _search_tool(
+        "search_collaborative",
+        "Search the structured model's item vectors with a user vector (inner product), "
+        "with the same genre, year and id filters as the catalogue search.",
+        CollabInput,
+        "vector",
+        index.search,
     )

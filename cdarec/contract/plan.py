@@ -1,4 +1,5 @@
-"""The execution plan: what the cloud planner decides, and the default plan per bucket.
+"""Contract: the execution plan — what the cloud planner decides, the turn's sub-tasks
+and their sides (``LAYOUT``), and the default plan per bucket.
 
 The planner LLM writes a small ``PlanDraft`` (JSON, schema-constrained): one of a few
 named strategies (history-led, request-led, balanced, cold-start, similar-to, explore),
@@ -75,6 +76,30 @@ class PlannedStep(BaseModel):
     group: int = Field(description="steps with the same group run in parallel")
 
 
+@dataclass(frozen=True)
+class NodeSpec:
+    """A sub-task of the turn: its node's name, its side, its place in the order (same
+    group: run in parallel) and the plan's switch that runs it (``None``: always)."""
+
+    task: str
+    side: Literal["cloud", "device"]
+    group: int
+    branch: Literal["semantic", "sequence"] | None = None
+
+
+# The turn's sub-tasks, in order: the one place that says which side runs what (the graph
+# builder adds these nodes; ``Plan.steps`` and the privacy tests read them).
+LAYOUT: tuple[NodeSpec, ...] = (
+    NodeSpec("summarize_on_device", "device", 0),
+    NodeSpec("plan_strategy", "cloud", 1),
+    NodeSpec("model_semantics", "cloud", 2, "semantic"),
+    NodeSpec("retrieve_candidates", "cloud", 3, "semantic"),
+    NodeSpec("model_sequence_on_device", "device", 2, "sequence"),
+    NodeSpec("rank_on_device", "device", 4),
+    NodeSpec("respond", "device", 5),
+)
+
+
 class Plan(BaseModel):
     """The validated plan; the graph's conditional edges follow it."""
 
@@ -90,18 +115,12 @@ class Plan(BaseModel):
     source: PlanSource = "planner"
 
     def steps(self) -> list[PlannedStep]:
-        out = [
-            PlannedStep(task="summarize_on_device", side="device", group=0),
-            PlannedStep(task="plan_strategy", side="cloud", group=1),
+        """The sub-tasks this plan runs, with their sides (``LAYOUT``)."""
+        return [
+            PlannedStep(task=n.task, side=n.side, group=n.group)
+            for n in LAYOUT
+            if n.branch is None or getattr(self, n.branch)
         ]
-        if self.semantic:
-            out.append(PlannedStep(task="model_semantics", side="cloud", group=2))
-            out.append(PlannedStep(task="retrieve_candidates", side="cloud", group=3))
-        if self.sequence:
-            out.append(PlannedStep(task="model_sequence_on_device", side="device", group=2))
-        out.append(PlannedStep(task="rank_on_device", side="device", group=4))
-        out.append(PlannedStep(task="respond", side="device", group=5))
-        return out
 
 
 Strategy = Literal["history-led", "request-led", "balanced", "cold-start", "similar-to", "explore"]

@@ -1,4 +1,5 @@
-"""The CDA4Rec turn as a LangGraph ``StateGraph``.
+"""The graph: the CDA4Rec turn as a LangGraph ``StateGraph`` (the one module that wires
+both sides' nodes together).
 
     START -> summarize_on_device (device) -> plan_strategy (cloud)
           -> [Send per the plan, in parallel]
@@ -15,6 +16,7 @@ the CLI, the web app and the tests pass theirs.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from langgraph.graph import END, START, StateGraph
@@ -25,6 +27,7 @@ from cdarec.cloud.nodes import (
     plan_strategy,
     retrieve_candidates,
 )
+from cdarec.contract.plan import LAYOUT
 from cdarec.contract.state import CloudView, State, TurnInput, TurnOutput
 from cdarec.device.nodes import (
     model_sequence_on_device,
@@ -35,8 +38,18 @@ from cdarec.device.nodes import (
 from cdarec.settings import Settings
 from cdarec.tracing import guard_tracing
 
-CLOUD_NODES = ("plan_strategy", "model_semantics", "retrieve_candidates")
-DEVICE_NODES = ("summarize_on_device", "model_sequence_on_device", "rank_on_device", "respond")
+# What each node of ``LAYOUT`` runs.
+FUNCTIONS: dict[str, Callable[..., Any]] = {
+    "summarize_on_device": summarize_on_device,
+    "plan_strategy": plan_strategy,
+    "model_semantics": model_semantics,
+    "retrieve_candidates": retrieve_candidates,
+    "model_sequence_on_device": model_sequence_on_device,
+    "rank_on_device": rank_on_device,
+    "respond": respond,
+}
+CLOUD_NODES = tuple(n.task for n in LAYOUT if n.side == "cloud")
+DEVICE_NODES = tuple(n.task for n in LAYOUT if n.side == "device")
 
 
 def route_plan(state: State) -> list[Send] | str:
@@ -57,21 +70,12 @@ def _cloud_view(state: State) -> dict[str, Any]:
 def build_graph(checkpointer: Checkpointer = None) -> Any:
     guard_tracing()  # before any LangSmith client exists
     g = StateGraph(State, context_schema=Settings, input_schema=TurnInput, output_schema=TurnOutput)
-    side = {"side": "device"}
-    g.add_node("summarize_on_device", summarize_on_device, metadata=side)
-    g.add_node("plan_strategy", plan_strategy, input_schema=CloudView, metadata={"side": "cloud"})
-    g.add_node(
-        "model_semantics", model_semantics, input_schema=CloudView, metadata={"side": "cloud"}
-    )
-    g.add_node(
-        "retrieve_candidates",
-        retrieve_candidates,
-        input_schema=CloudView,
-        metadata={"side": "cloud"},
-    )
-    g.add_node("model_sequence_on_device", model_sequence_on_device, metadata=side)
-    g.add_node("rank_on_device", rank_on_device, defer=True, metadata=side)
-    g.add_node("respond", respond, metadata=side)
+    for node in LAYOUT:
+        # A cloud node's input schema is the cloud view: it cannot read another channel.
+        extra: dict[str, Any] = {"input_schema": CloudView} if node.side == "cloud" else {}
+        if node.task == "rank_on_device":
+            extra["defer"] = True  # once, after every branch the plan started has finished
+        g.add_node(node.task, FUNCTIONS[node.task], metadata={"side": node.side}, **extra)
 
     g.add_edge(START, "summarize_on_device")
     g.add_edge("summarize_on_device", "plan_strategy")

@@ -19,7 +19,9 @@ There is no device model here: the sequence is "modelled" by the LLM reading it.
 
 from __future__ import annotations
 
+import itertools
 import operator
+from collections.abc import Callable
 from typing import Annotated, Any, TypedDict
 
 from langchain_core.runnables import RunnableConfig
@@ -325,22 +327,23 @@ def rank_in_cloud(
     }
 
 
+# The cloud-only agent's sub-tasks, in order: the history is read on the device and sent
+# away; every other step runs in the cloud.
+CHAIN: tuple[tuple[str, Callable[..., Any], str], ...] = (
+    ("load_history", load_history, "device"),
+    ("profile_user", profile_user, "cloud"),
+    ("plan_strategy", plan_strategy, "cloud"),
+    ("model_semantics", model_semantics, "cloud"),
+    ("retrieve_candidates", retrieve_candidates, "cloud"),
+    ("rank_in_cloud", rank_in_cloud, "cloud"),
+)
+
+
 def build_cloud_only_graph(checkpointer: Checkpointer = None) -> Any:
     g = StateGraph(CloudOnlyState, context_schema=Settings, input_schema=CloudOnlyInput)
-    g.add_node("load_history", load_history, metadata={"side": "device"})
-    for name, fn in (
-        ("profile_user", profile_user),
-        ("plan_strategy", plan_strategy),
-        ("model_semantics", model_semantics),
-        ("retrieve_candidates", retrieve_candidates),
-        ("rank_in_cloud", rank_in_cloud),
-    ):
-        g.add_node(name, fn, metadata={"side": "cloud"})
-    g.add_edge(START, "load_history")
-    g.add_edge("load_history", "profile_user")
-    g.add_edge("profile_user", "plan_strategy")
-    g.add_edge("plan_strategy", "model_semantics")
-    g.add_edge("model_semantics", "retrieve_candidates")
-    g.add_edge("retrieve_candidates", "rank_in_cloud")
-    g.add_edge("rank_in_cloud", END)
+    for name, fn, side in CHAIN:
+        g.add_node(name, fn, metadata={"side": side})
+    names = [START, *(name for name, _, _ in CHAIN), END]
+    for a, b in itertools.pairwise(names):
+        g.add_edge(a, b)
     return g.compile(checkpointer=checkpointer, name="cloud-only")
