@@ -1,0 +1,1 @@
+"""cdarec: cloud-device collaborative agents for sequential recommendation (CDA4Rec)."""

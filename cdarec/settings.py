@@ -1,4 +1,4 @@
-"""The one way cdarec loads its settings.
+"""Shared: the one way cdarec loads its settings.
 
 Priority, highest first (as in RecBole): explicit arguments (CLI flags, the graph's
 run context) > environment variables (``CDAREC_*``) > the settings file

@@ -1,4 +1,4 @@
-"""LangSmith safety: nothing history-derived may be uploaded.
+"""Shared: LangSmith safety, nothing history-derived may be uploaded.
 
 Device runs (and the graph's final output, whose reasons may name watched films) carry
 private data. Two layers:

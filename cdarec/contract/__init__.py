@@ -1,0 +1,2 @@
+"""Contract: what crosses between the sides — the state, its schemas, the plan, the request's
+reading; imports neither side."""

@@ -1,4 +1,5 @@
-"""Request -> constraints: what a chat request asks for, read by code (contract, both sides).
+"""Contract: request -> constraints, what a chat request asks for, read by code (both sides read
+it).
 
 A request such as "a funny romantic comedy from the 1990s, nothing scary" becomes
 ``Constraints(genres=[Comedy, Romance], year 1990-1999, exclude=[Horror])``. The parser

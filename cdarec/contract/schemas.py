@@ -1,4 +1,4 @@
-"""Typed values that cross between nodes and sides.
+"""Contract: typed values that cross between nodes and sides.
 
 ``state.py`` says which channels hold them and which side may read each; the
 cloud-visible ones (``UserAbstract``, ``Candidate``) are enums, genre names, bucketed

@@ -1,4 +1,5 @@
-"""Graph state. The cloud-visible part is small, typed, and has no field for raw history.
+"""Contract: the graph state. The cloud-visible part is small, typed, and has no field for raw
+history.
 
 Three layers, from most to least visible:
 

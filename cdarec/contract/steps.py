@@ -1,4 +1,4 @@
-"""Step records for the trace: which node ran, where, when, and what it cost."""
+"""Contract: step records for the trace — which node ran, on which side, when, and what it cost."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Data sets for cdarec: RecBole atomic files in, items, users and sequences out."""
+"""Shared: data sets for cdarec — RecBole atomic files in, items, users and sequences out."""
 
 from cdarec.data.atomic import (
     AtomicField,

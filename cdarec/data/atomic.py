@@ -1,4 +1,4 @@
-"""One reader for RecBole atomic files (``.inter``, ``.item``, ``.user``, ...).
+"""Shared: one reader for RecBole atomic files (``.inter``, ``.item``, ``.user``, ...).
 
 Why our own reader: RecBole itself pulls in torch and pandas, and the files are simple
 enough (tab-separated, one ``name:type`` header line) that plain string splitting reads

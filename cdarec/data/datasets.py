@@ -1,4 +1,4 @@
-"""Data sets as the rest of cdarec sees them: items, users and time-ordered sequences.
+"""Shared: data sets as the rest of cdarec sees them — items, users and time-ordered sequences.
 
 A ``Dataset`` is built from RecBole atomic files (ML-1M, ML-100K, or any directory of
 ``.inter`` [+ ``.item``, ``.user``] files). Items and users get dense internal ids (the

@@ -1,4 +1,4 @@
-"""Derived data sets: a filtered copy of a data set, written as RecBole atomic files.
+"""Shared: derived data sets, a filtered copy of a data set written as RecBole atomic files.
 
 Protocol B (ANCHORS.md; RecBole's ml-1m_seq benchmark) keeps ratings >= 3 and then
 filters to the 10-core (every user and every item with at least 10 interactions,

@@ -1,4 +1,4 @@
-"""Leave-one-out split, the standard protocol for sequential recommendation.
+"""Shared: the leave-one-out split, the standard protocol for sequential recommendation.
 
 Each user's time-ordered history is cut so that the last item is the test target and
 the one before it the validation target; everything earlier is training data. Short

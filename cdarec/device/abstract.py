@@ -1,4 +1,4 @@
-"""User abstract: condense the private history into what the cloud may see.
+"""Device side: the user abstract, the private history condensed into what the cloud may see.
 
 Deterministic by design: the abstract is built from counts over the history (genres,
 decades, size, recency, feedback) into a ``UserAbstract`` whose fields are enums,

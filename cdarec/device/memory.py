@@ -1,4 +1,4 @@
-"""Device-only memory: each user's raw history and live feedback, on the device's disk.
+"""Device side: device-only memory, each user's raw history and live feedback on the device's disk.
 
 This is the one place raw behaviour lives. It is never put into graph state: device
 nodes read it by user id through the run context. One JSON file per user under

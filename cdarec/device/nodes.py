@@ -1,4 +1,4 @@
-"""Device nodes: user abstract, structured user modelling, final ranking, reply.
+"""Device side: the device's nodes — user abstract, structured user modelling, final ranking, reply.
 
 They read the private history from device memory through the run context (never from
 the graph state) and write back only what the state's types allow: the coarse

@@ -1,4 +1,4 @@
-"""Final ranking on the device: fuse structured, semantic and SLM signals; explain.
+"""Device side: the final ranking — fuse structured, semantic and SLM signals; explain.
 
 Signals are put on one scale by standardising them inside the candidate pool
 (z-scores), then mixed with the plan's weights. Rank percentiles were used before

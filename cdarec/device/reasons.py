@@ -1,4 +1,4 @@
-"""Reasons that are true (device side): written from facts, and every claim checked.
+"""Device side: reasons that are true, written from facts, and every claim checked.
 
 A reason may name genres, years, decades and titles. ``check_reason`` finds each such
 claim in a text (genre words through the request parser's own lexicon, so "funny" is a

@@ -1,0 +1,1 @@
+"""Graph: where the two sides meet — the graph builder, its checkpointers, both sides' resources."""

@@ -1,4 +1,4 @@
-"""The graph: the CDA4Rec turn as a LangGraph ``StateGraph`` (the one module that wires
+"""Graph: the CDA4Rec turn as a LangGraph ``StateGraph`` (the one module that wires
 both sides' nodes together).
 
     START -> summarize_on_device (device) -> plan_strategy (cloud)

@@ -1,4 +1,4 @@
-"""Checkpointers: SQLite on the device by default, chosen by the caller.
+"""Graph: checkpointers, SQLite on the device by default, chosen by the caller.
 
 Knows both sides' state (the graph's). The checkpoint holds device outputs (ranking,
 reply), so it lives in the device's own folder. Only cdarec's own state types may be

@@ -1,4 +1,4 @@
-"""Both sides' resources for one configuration: what the service and the benchmarks hold.
+"""Graph: both sides' resources for one configuration, what the service and the benchmarks hold.
 
 Knows both sides (like ``cdarec.graph.builder``): a ``Resources`` pairs the cloud's
 ``CloudResources`` and the device's ``DeviceResources`` for one settings, and

@@ -1,4 +1,4 @@
-"""Runs ``llama_cpp.server`` as a child that dies with its parent.
+"""Shared: runs ``llama_cpp.server`` as a child that dies with its parent.
 
 ``python -m cdarec.llm._child PARENT_PID <llama_cpp.server args>``: a daemon thread
 watches the parent and exits when it is gone, so a cdarec process that is killed

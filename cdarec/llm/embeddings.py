@@ -1,4 +1,5 @@
-"""Offline sentence embeddings: all-MiniLM-L6-v2 (int8 ONNX) for the Chroma catalogue.
+"""Shared: offline sentence embeddings, all-MiniLM-L6-v2 (int8 ONNX), for the catalogue and the
+device.
 
 Why by hand: Chroma's default embedding function downloads its model on first use (no
 network here), and its ONNX class pads every batch to 256 tokens (about 20x slower).

@@ -1,4 +1,4 @@
-"""The one way cdarec builds a model client, for either side.
+"""Shared: the one way cdarec builds a model client, for either side.
 
 Spec strings (``provider:model``):
 

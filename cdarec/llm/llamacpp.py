@@ -1,4 +1,4 @@
-"""llama.cpp in process, as a LangChain chat model: the embedded device runtime.
+"""Shared: llama.cpp in process as a LangChain chat model, the embedded device runtime.
 
 Why by hand: langchain-community's ``ChatLlamaCpp`` routes structured output through
 tool calling (unreliable on sub-1B models) and fixes its grammar at construction; the

@@ -1,4 +1,4 @@
-"""Grammar-constrained sampling the way llama.cpp's own server does it.
+"""Shared: grammar-constrained sampling the way llama.cpp's own server does it.
 
 Why by hand: llama-cpp-python puts the grammar sampler in the sampler chain, so every
 generated token checks the grammar against all ~152k vocabulary entries (Qwen): ~25-40 ms

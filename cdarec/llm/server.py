@@ -1,4 +1,4 @@
-"""The embedded cloud endpoint: a real OpenAI-compatible HTTP server on loopback.
+"""Shared: the embedded cloud endpoint, a real OpenAI-compatible HTTP server on loopback.
 
 When no cloud endpoint is configured, cdarec starts ``python -m llama_cpp.server``
 (llama-cpp-python's own OpenAI-compatible server) on a free loopback port, serving the

@@ -1,4 +1,4 @@
-"""Schema-constrained calls with one repair attempt and a visible fallback.
+"""Shared: schema-constrained calls with one repair attempt and a visible fallback.
 
 Every structured output (plan, semantic query, ranking) goes through ``call_structured``:
 the model is constrained to the JSON schema where the runtime supports it, the reply is

@@ -1,4 +1,4 @@
-"""Every prompt is a file in this folder, one per sub-task.
+"""Shared: every prompt is a file in this folder, one per sub-task (each names its side).
 
 A prompt file has a front matter (``name``, ``side``, ``variables``, optionally
 ``system: <other prompt>`` to share that prompt's system section), optional HTML

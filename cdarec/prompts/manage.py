@@ -1,4 +1,4 @@
-"""Managing prompts: list, show, edit, diff, reset, and the LangSmith prompt hub.
+"""Shared: managing prompts — list, show, edit, diff, reset, and the LangSmith prompt hub.
 
 A user's edited copy lives in ``$CDAREC_HOME/prompts/<name>.md`` and wins over the
 packaged file. Every change is validated before it takes effect (an edit that breaks a

@@ -1,4 +1,5 @@
-"""Protocol A (as in LLMRank): rank the test item among 19 random items.
+"""Shared: ranking metrics and Protocol A's candidates (the training's validation and every
+protocol).
 
 For each user: candidates = the test item + ``n_neg`` items drawn uniformly without
 replacement from the whole item set except the test item (items the user has already

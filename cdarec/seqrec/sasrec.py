@@ -1,4 +1,4 @@
-"""The device side of SASRec: a NumPy forward pass over trained weights.
+"""Shared: SASRec's NumPy forward pass and file format (the device runs it; the cloud ships it).
 
 The architecture (mirrored exactly by the PyTorch model in ``cdarec.cloud.training.sasrec``):
 

@@ -1,4 +1,4 @@
-"""Structured user modelling: a sequence-aware scorer run on the device.
+"""Shared: the transition model and the structured scorer's interface, run on the device.
 
 ``SequenceScorer`` is the interface the graph uses; the trained neural model of a
 later issue drops in behind it. ``TransitionModel`` is the foundation's scorer: an

@@ -1,4 +1,4 @@
-"""Chat sessions and their local traces, read back from the checkpointer.
+"""Service: chat sessions and their local traces, read back from the checkpointer.
 
 A session is a LangGraph thread. Its checkpoints already hold everything a trace needs
 (each turn's ``trace`` channel: node, side, start, end, tokens, status), so

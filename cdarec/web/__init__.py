@@ -1,0 +1,1 @@
+"""Web: the browser chat (an interface over the service)."""

@@ -1,0 +1,1 @@
+"""Cloud side: the catalogue (Chroma) and the collaborative index the cloud searches."""

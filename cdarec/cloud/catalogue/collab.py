@@ -1,4 +1,4 @@
-"""Collaborative retrieval: the structured model's item vectors in a second Chroma
+"""Cloud side: collaborative retrieval, the structured model's item vectors in a second Chroma
 collection, searched by a user vector the device computes.
 
 The cloud holds this index (it trained the model) and gets from the device one vector

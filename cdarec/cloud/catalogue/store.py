@@ -1,4 +1,4 @@
-"""The item catalogue in a persistent Chroma collection (the cloud's search space).
+"""Cloud side: the item catalogue in a persistent Chroma collection (the cloud's search space).
 
 Every item is one document ("Title (Year). Genres: A, B.") with metadata (item id,
 title, year, genres, one boolean flag per genre so that genre filters are plain Chroma

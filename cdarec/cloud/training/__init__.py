@@ -1,0 +1,1 @@
+"""Cloud side: training the structured model (SASRec, PyTorch) that the device then runs."""

@@ -1,5 +1,5 @@
-"""Cloud-side SASRec training with PyTorch (imported lazily: importing this module, e.g.
-for ``TrainConfig``, never imports torch).
+"""Cloud side: SASRec training with PyTorch (imported lazily: importing this module never
+imports torch).
 
 The model is the architecture documented in ``cdarec.seqrec.sasrec``; training uses
 next-item cross-entropy at every position, either over the full item set (``loss="full"``,

@@ -1,4 +1,4 @@
-"""Train SASRec for a data set once and cache it under ``home/models``.
+"""Cloud side: train SASRec for a data set once and ship it to ``home/models`` for the device.
 
 The cache file is ``sasrec-<dataset>-<key>.npz`` where ``key`` hashes the data set's shape
 and content (a checksum of its interaction arrays), the training configuration and the

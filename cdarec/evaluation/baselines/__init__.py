@@ -1,1 +1,1 @@
-"""Baselines the benchmarks compare cdarec with (never used by the product)."""
+"""Evaluation: baselines the benchmarks compare cdarec with (never used by the product)."""

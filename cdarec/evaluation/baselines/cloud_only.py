@@ -1,4 +1,5 @@
-"""The cloud-only agent: the baseline cdarec is measured against (Protocol C, ANCHORS.md).
+"""Evaluation: the cloud-only agent, the baseline cdarec is measured against (Protocol C,
+ANCHORS.md).
 
 This is how a plain cloud agent recommender works: every sub-task runs on the cloud
 LLM, one after another, and the raw viewing history is sent to the cloud. It exists

@@ -1,0 +1,1 @@
+"""Evaluation: the speed benchmarks (`cdarec bench latency|turns|web`)."""

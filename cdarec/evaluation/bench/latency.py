@@ -1,4 +1,5 @@
-"""`cdarec bench latency`: cdarec beside a cloud-only and a device-only agent (Protocol C).
+"""Evaluation: `cdarec bench latency`, cdarec beside a cloud-only and a device-only agent (Protocol
+C).
 
 The same turns - Protocol A's users from the fixed LLM sample, each with its 20
 candidates as the turn's scope (so NDCG@10 is measured on exactly these turns) - run

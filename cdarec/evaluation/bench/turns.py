@@ -1,4 +1,4 @@
-"""`cdarec bench turns`: wall time of chat turns on the configured models.
+"""Evaluation: `cdarec bench turns`, wall time of chat turns on the configured models.
 
 Runs a first (cold) turn, then N warm turns with varied requests for one user, and
 prints a table: p50/p95 wall latency, per-node medians with their side, and the

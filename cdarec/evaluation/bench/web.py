@@ -1,4 +1,4 @@
-"""`cdarec bench web`: the browser path's budget, measured over real HTTP.
+"""Evaluation: `cdarec bench web`, the browser path's budget measured over real HTTP.
 
 Starts ``cdarec serve``'s app (uvicorn, loopback, in a thread of this process, so the
 process's peak memory is the server's), then:

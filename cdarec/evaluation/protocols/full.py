@@ -1,4 +1,4 @@
-"""`cdarec bench accuracy --protocol full`: Protocol B, full ranking over the catalogue.
+"""Evaluation: `cdarec bench accuracy --protocol full`, Protocol B, full ranking over the catalogue.
 
 As RecBole's ml-1m_seq benchmark (ANCHORS.md): ratings >= 3, 10-core (the filtered copy
 is written once as an atomic data set, ``cdarec.data.derive``), leave-one-out by time,

@@ -1,4 +1,5 @@
-"""`cdarec bench accuracy --protocol request`: Protocol R, request-conditioned next item.
+"""Evaluation: `cdarec bench accuracy --protocol request`, Protocol R, request-conditioned next
+item.
 
 Protocol A's leave-one-out split and users; the whole catalogue the user has not seen is
 ranked (no scope; the history masked as in Protocol B). Each test user asks, in plain

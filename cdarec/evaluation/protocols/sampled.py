@@ -1,4 +1,5 @@
-"""`cdarec bench accuracy`: our rows beside the published ones, on the same candidates.
+"""Evaluation: `cdarec bench accuracy`, Protocol A — our rows beside the published ones, on the
+same candidates.
 
 Protocol A ("llmrank", ANCHORS.md): leave-one-out by time; for each user the test item
 plus 19 items drawn uniformly from the whole catalogue (seeded per user, see
