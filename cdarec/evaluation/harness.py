@@ -258,3 +258,21 @@ def run(
     stem = out_dir / f"accuracy-{protocol.name}-{slug(proto.ds.name)}"
     write_report(stem, text, payload, plot_to, console)
     return rows
+
+
+def runner(protocol: type[Protocol]) -> Callable[..., list[Any]]:
+    """``run`` for one protocol (a fresh protocol object per run)."""
+
+    def run_protocol(
+        settings: Settings,
+        methods: list[str],
+        sample_size: int,
+        seed: int,
+        out_dir: Path,
+        console: Console,
+        resources: Resources | None = None,
+    ) -> list[Any]:
+        return run(protocol(), settings, methods, sample_size, seed, out_dir, console, resources)
+
+    run_protocol.__doc__ = f"{protocol.__doc__} ``resources`` lets tests bring fake models."
+    return run_protocol

@@ -49,3 +49,38 @@ def write_report(
 def settings_summary(settings: Settings, names: tuple[str, ...]) -> dict[str, str]:
     """The settings a report records beside its numbers (models, sizes)."""
     return {k: str(v) for k, v in settings.model_dump().items() if k in names}
+
+
+PUBLISHED, MEASURED = "#bbbbbb", "#2b7bb9"  # bar colours: anchors, our rows
+
+
+def bar_panels(
+    path: Path,
+    labels: list[str],
+    panels: list[tuple[str, list[float]]],
+    title: str,
+    colours: list[str] | None = None,
+    fmt: str = " {:.3f}",
+) -> None:
+    """Side-by-side horizontal bar charts of one value per label (one panel per measure):
+    the plot of every accuracy protocol."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    width = 5.5 * len(panels) if len(panels) > 1 else 8
+    fig, axes = plt.subplots(
+        1, len(panels), figsize=(width, 0.32 * len(labels) + 1.4), sharey=True, squeeze=False
+    )
+    for ax, (name, vals) in zip(axes[0], panels, strict=True):
+        ax.barh(range(len(labels)), vals, color=colours or MEASURED)
+        for i, v in enumerate(vals):
+            ax.text(v, i, fmt.format(v), va="center", fontsize=7)
+        ax.set_title(name, fontsize=9)
+    axes[0][0].set_yticks(range(len(labels)), labels, fontsize=8)
+    axes[0][0].invert_yaxis()
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

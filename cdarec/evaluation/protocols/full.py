@@ -24,6 +24,7 @@ from cdarec.data.derive import derive_seq_dataset
 from cdarec.evaluation import harness
 from cdarec.evaluation.harness import GRAPH, Protocol, ProtocolA, graph_turns
 from cdarec.evaluation.protocols.sampled import HISTORY_LEN
+from cdarec.evaluation.report import MEASURED, PUBLISHED, bar_panels
 from cdarec.graph.runtime import Resources
 from cdarec.seqrec.metrics import hit_at, ndcg_at
 from cdarec.seqrec.structured import catalogue_structured, structured_blend
@@ -145,27 +146,17 @@ def markdown_table(rows: list[FullRow], name: str) -> str:
 
 
 def plot(rows: list[FullRow], name: str, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     labels = [n for n, _, _ in ANCHOR_ROWS] + [f"{r.method} ({r.users})" for r in rows]
-    hr = [h for _, h, _ in ANCHOR_ROWS] + [r.hr for r in rows]
-    nd = [d for _, _, d in ANCHOR_ROWS] + [r.ndcg for r in rows]
-    colours = ["#bbbbbb"] * len(ANCHOR_ROWS) + ["#2b7bb9"] * len(rows)
-    fig, axes = plt.subplots(1, 2, figsize=(11, 0.32 * len(labels) + 1.4), sharey=True)
-    for ax, vals, title in ((axes[0], hr, "HR@10"), (axes[1], nd, "NDCG@10")):
-        ax.barh(range(len(labels)), vals, color=colours)
-        for i, v in enumerate(vals):
-            ax.text(v, i, f" {v:.3f}", va="center", fontsize=7)
-        ax.set_title(title)
-    axes[0].set_yticks(range(len(labels)), labels, fontsize=8)
-    axes[0].invert_yaxis()
-    fig.suptitle(f"Protocol B on {name} (grey: published, blue: measured here)", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    bar_panels(
+        path,
+        labels,
+        [
+            ("HR@10", [h for _, h, _ in ANCHOR_ROWS] + [r.hr for r in rows]),
+            ("NDCG@10", [d for _, _, d in ANCHOR_ROWS] + [r.ndcg for r in rows]),
+        ],
+        f"Protocol B on {name} (grey: published, blue: measured here)",
+        [PUBLISHED] * len(ANCHOR_ROWS) + [MEASURED] * len(rows),
+    )
 
 
 class FullRanking(Protocol):
@@ -233,16 +224,5 @@ class FullRanking(Protocol):
         return markdown_table(rows, ds.name), payload, lambda p: plot(rows, ds.name, p)
 
 
-def run(
-    settings: Settings,
-    methods: list[str],
-    sample_size: int,
-    seed: int,
-    out_dir: Path,
-    console: Console,
-    resources: Resources | None = None,
-) -> list[FullRow]:
-    """Protocol B (``harness.run``); ``resources`` lets tests bring fake models and data."""
-    return harness.run(
-        FullRanking(), settings, methods, sample_size, seed, out_dir, console, resources
-    )
+# ``run(settings, methods, sample_size, seed, out_dir, console, resources=None)``
+run = harness.runner(FullRanking)

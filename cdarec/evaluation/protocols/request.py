@@ -35,6 +35,7 @@ from cdarec.device.reasons import ItemFacts, check_reason
 from cdarec.evaluation import harness
 from cdarec.evaluation.harness import GRAPH, Protocol, ProtocolA, graph_turns
 from cdarec.evaluation.protocols.full import metrics, structured_row
+from cdarec.evaluation.report import bar_panels
 from cdarec.graph.runtime import Resources
 from cdarec.seqrec.structured import structured_blend
 from cdarec.settings import Settings
@@ -288,28 +289,16 @@ def markdown_table(rows: list[RequestRow], name: str, kinds: dict[str, int]) -> 
 
 
 def plot(rows: list[RequestRow], name: str, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    labels = [f"{r.method} ({r.users})" for r in rows]
-    fig, axes = plt.subplots(1, 3, figsize=(12, 0.35 * len(labels) + 1.5), sharey=True)
-    for ax, vals, title in (
-        (axes[0], [r.hr for r in rows], "HR@10"),
-        (axes[1], [r.ndcg for r in rows], "NDCG@10"),
-        (axes[2], [r.satisfaction for r in rows], "satisfaction"),
-    ):
-        ax.barh(range(len(labels)), vals, color="#2b7bb9")
-        for i, v in enumerate(vals):
-            ax.text(v, i, f" {v:.3f}", va="center", fontsize=7)
-        ax.set_title(title)
-    axes[0].set_yticks(range(len(labels)), labels, fontsize=8)
-    axes[0].invert_yaxis()
-    fig.suptitle(f"Protocol R on {name}", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    bar_panels(
+        path,
+        [f"{r.method} ({r.users})" for r in rows],
+        [
+            ("HR@10", [r.hr for r in rows]),
+            ("NDCG@10", [r.ndcg for r in rows]),
+            ("satisfaction", [r.satisfaction for r in rows]),
+        ],
+        f"Protocol R on {name}",
+    )
 
 
 class RequestProtocol(Protocol):
@@ -378,16 +367,5 @@ class RequestProtocol(Protocol):
         return markdown_table(rows, name, self.kinds), payload, lambda p: plot(rows, name, p)
 
 
-def run(
-    settings: Settings,
-    methods: list[str],
-    sample_size: int,
-    seed: int,
-    out_dir: Path,
-    console: Console,
-    resources: Resources | None = None,
-) -> list[RequestRow]:
-    """Protocol R (``harness.run``); ``resources`` lets tests bring fake models."""
-    return harness.run(
-        RequestProtocol(), settings, methods, sample_size, seed, out_dir, console, resources
-    )
+# ``run(settings, methods, sample_size, seed, out_dir, console, resources=None)``
+run = harness.runner(RequestProtocol)

@@ -45,7 +45,7 @@ from rich.console import Console
 
 from cdarec.evaluation import harness
 from cdarec.evaluation.harness import GRAPH, Protocol, ProtocolA, graph_turns
-from cdarec.evaluation.report import settings_summary
+from cdarec.evaluation.report import MEASURED, PUBLISHED, bar_panels, settings_summary
 from cdarec.graph.runtime import Resources
 from cdarec.seqrec.metrics import demote_seen, label_ranks, ndcg_at
 from cdarec.seqrec.structured import blend_structured, catalogue_structured, structured_blend
@@ -271,26 +271,19 @@ def markdown_table(rows: list[Row], proto: ProtocolA) -> str:
 
 
 def plot(rows: list[Row], proto: ProtocolA, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    labels = [f"{n} ({u})" for n, u, _ in ANCHOR_ROWS] + [f"{r.method} ({r.users})" for r in rows]
-    values = [v[2] for _, _, v in ANCHOR_ROWS] + [r.ndcg[10] for r in rows]
-    colours = ["#bbbbbb"] * len(ANCHOR_ROWS) + ["#2b7bb9"] * len(rows)
-    fig, ax = plt.subplots(figsize=(8, 0.32 * len(labels) + 1.2))
-    ax.barh(range(len(labels)), values, color=colours)
-    ax.set_yticks(range(len(labels)), labels, fontsize=8)
-    ax.invert_yaxis()
-    for i, v in enumerate(values):
-        ax.text(v + 0.5, i, f"{v:.1f}", va="center", fontsize=7)
-    ax.set_xlabel("NDCG@10 x100 (grey: published, blue: measured here)")
-    ax.set_title(f"Protocol A on {proto.ds.name}")
-    ax.set_xlim(0, 100)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    bar_panels(
+        path,
+        [f"{n} ({u})" for n, u, _ in ANCHOR_ROWS] + [f"{r.method} ({r.users})" for r in rows],
+        [
+            (
+                "NDCG@10 x100 (grey: published, blue: measured here)",
+                [v[2] for _, _, v in ANCHOR_ROWS] + [r.ndcg[10] for r in rows],
+            )
+        ],
+        f"Protocol A on {proto.ds.name}",
+        [PUBLISHED] * len(ANCHOR_ROWS) + [MEASURED] * len(rows),
+        fmt=" {:.1f}",
+    )
 
 
 class LLMRank(Protocol):
@@ -359,14 +352,5 @@ class LLMRank(Protocol):
         return markdown_table(rows, proto), payload, lambda p: plot(rows, proto, p)
 
 
-def run(
-    settings: Settings,
-    methods: list[str],
-    sample_size: int,
-    seed: int,
-    out_dir: Path,
-    console: Console,
-    resources: Resources | None = None,
-) -> list[Row]:
-    """Protocol A (``harness.run``); ``resources`` lets tests bring fake models."""
-    return harness.run(LLMRank(), settings, methods, sample_size, seed, out_dir, console, resources)
+# ``run(settings, methods, sample_size, seed, out_dir, console, resources=None)``
+run = harness.runner(LLMRank)
