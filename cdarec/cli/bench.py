@@ -61,8 +61,21 @@ def cmd_bench_turns(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_chat(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from cdarec.evaluation.bench.chat import run
+
+    script = Path(args.script) if args.script else None
+    if script is not None and not script.exists():
+        raise CliError(f"no script at {script}: give a JSON list of commands or a text file")
+    settings = settings_from(args, user_id=args.user)
+    run(settings, args.users, args.turns, console, Path(args.out), script=script, seed=args.seed)
+    return 0
+
+
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
-    """bench accuracy, latency, web, turns"""
+    """bench accuracy, latency, web, turns, chat"""
     b = sub.add_parser("bench", help="benchmarks (print tables)").add_subparsers(
         dest="action", required=True
     )
@@ -140,3 +153,26 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     bt.add_argument("--turns", type=int, default=6, help="warm turns after the first")
     bt.add_argument("--out", default="results", help="folder for turns.json and turns.png")
     bt.set_defaults(func=cmd_bench_turns)
+
+    bc = b.add_parser(
+        "chat",
+        parents=[common],
+        help="scripted chat sessions as people have them: p50/p95 turn, first items, planner",
+        description="Runs one scripted session per user through the chat service: new "
+        "requests of every kind (genres and decades, a film to be like, open words, an "
+        "empty turn), like, dislike, more like N, not GENRE, undo; the requests are drawn "
+        "per user from the data set's genres and popular films. Prints p50/p95 of the warm "
+        "turns, time to first items and to reasons, planner calls, cloud tokens and "
+        "per-node medians; writes JSON and a plot of every turn to --out.",
+    )
+    bc.add_argument("--users", type=int, default=5, help="sessions, one per user")
+    bc.add_argument("--turns", type=int, default=12, help="steps per session")
+    bc.add_argument(
+        "--script",
+        help="your own session instead: a JSON list of commands, or one per line "
+        "(<empty> for an empty turn)",
+    )
+    bc.add_argument("--user", help="with --users 1: this user")
+    bc.add_argument("--seed", type=int, default=0, help="the draw of each user's requests")
+    bc.add_argument("--out", default="results", help="folder for JSON and PNG")
+    bc.set_defaults(func=cmd_bench_chat)

@@ -79,7 +79,9 @@ def percentile(values: list[float], q: float) -> float:
 WARM_BUDGET_S = 8.0  # the foundation issue's warm-turn median budget
 
 
-def plot_turns(records: list[dict[str, Any]], title: str, path: Path) -> None:
+def plot_turns(
+    records: list[dict[str, Any]], title: str, path: Path, budget_s: float = WARM_BUDGET_S
+) -> None:
     """One horizontal bar per turn: its nodes' wall times stacked (cloud blue, device
     orange; parallel nodes overlap in wall time, so a bar can exceed the turn), the turn's
     wall time as a tick, and the warm-median budget as a line."""
@@ -108,7 +110,7 @@ def plot_turns(records: list[dict[str, Any]], title: str, path: Path) -> None:
             ax.barh(i, n["ms"] / 1000, left=left, color=nodes[(n["node"], n["side"])])
             left += n["ms"] / 1000
         ax.plot([rec["wall_s"]] * 2, [i - 0.4, i + 0.4], color="black", lw=1.5)
-    ax.axvline(WARM_BUDGET_S, color="#c0392b", ls="--", lw=1)
+    ax.axvline(budget_s, color="#c0392b", ls="--", lw=1)
     ax.set_yticks(
         range(len(records)),
         [f"{r['label']}: {(r['request'] or '(no request)')[:40]}" for r in records],
@@ -116,7 +118,7 @@ def plot_turns(records: list[dict[str, Any]], title: str, path: Path) -> None:
     )
     ax.invert_yaxis()
     ax.set_xlabel(
-        f"seconds (black tick: the turn's wall time; red: {WARM_BUDGET_S:g} s warm-median budget)"
+        f"seconds (black tick: the turn's wall time; red: {budget_s:g} s warm-median budget)"
     )
     handles = [
         plt.Rectangle((0, 0), 1, 1, color=c, label=f"{node} ({side})")
