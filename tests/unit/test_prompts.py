@@ -45,9 +45,9 @@ def test_missing_variable_is_refused(tmp_path: Path) -> None:
 
 
 def test_cloud_prompts_keep_their_fixed_parts_first() -> None:
-    """Prompt-cache reuse: both cloud calls share the system text; the per-turn call
-    (semantics) puts its fixed task before the abstract and request, so from turn to turn
-    only those are evaluated anew."""
+    """Prompt-cache reuse: every cloud call starts with the same system text, which holds
+    the strategies and the query guidance; a call's own message (task line, abstract,
+    request) is short, so from call to call only it is evaluated anew."""
     prompts = load_all()
     values = {
         "genres": "A, B",
@@ -61,5 +61,8 @@ def test_cloud_prompts_keep_their_fixed_parts_first() -> None:
     sem = prompts["model_semantics"].messages(**values)
     other = prompts["model_semantics"].messages(**{**values, "abstract": "cold", "request": "y"})
     assert plan[0].content == sem[0].content == other[0].content
+    assert "similar-to" in plan[0].content and "search query" in plan[0].content
     task = sem[1].content.split("User abstract:")[0]
     assert task.startswith("Task:") and other[1].content.startswith(task)
+    for m in (plan, sem):  # the per-call part is a fraction of the shared prefix
+        assert len(m[1].content) < 0.4 * len(m[0].content)
