@@ -59,10 +59,12 @@ class Settings(BaseSettings):
         "OPENAI_BASE_URL) or 'embedded:<alias|path.gguf>' (cdarec starts a local "
         "llama.cpp OpenAI-compatible server and talks to it over HTTP).",
     )
-    planner: Literal["llm", "fixed"] = Field(
-        default="llm",
-        description="'llm': the cloud LLM writes the plan; 'fixed': the default plan of the "
-        "user's bucket (ablation: no planner, no planner call).",
+    planner: Literal["auto", "llm", "fixed"] = Field(
+        default="auto",
+        description="'auto': the cloud LLM writes the plan when the request has words the "
+        "code could not read, the rule decides otherwise (no request, a film named, a "
+        "request read completely); 'llm': the cloud LLM writes every plan; 'fixed': the "
+        "rule's plan always (ablation: no planner call).",
     )
     plan_cache: bool = Field(
         default=True,

@@ -28,6 +28,7 @@ from cdarec.contract.plan import (
     plan_cache_key,
     plan_for,
     request_kind,
+    rule_is_sure,
 )
 from cdarec.contract.request import Constraints, parse_request
 from cdarec.contract.schemas import COLLABORATIVE, Candidate, Intent, intent_json_schema
@@ -82,13 +83,15 @@ def _plan_strategy(
     constraints = read_request(res, request)
     state = {**state, "constraints": constraints}
     reading = f"read: {constraints.describe()}"
-    if res.settings.planner == "fixed":
+    mode = res.settings.planner
+    if mode == "fixed" or (mode == "auto" and rule_is_sure(constraints, request)):
         plan = default_plan(abstract, request, res.settings.retrieval_k, constraints)
+        why = "fixed plan" if mode == "fixed" else "the rule decided (nothing left unread)"
         return {
             "plan": plan,
             "constraints": constraints,
             "trace": step.done(
-                status="skipped", detail=f"fixed plan: {plan.strategy} ({plan.note}); {reading}"
+                status="skipped", detail=f"{why}: {plan.strategy} ({plan.note}); {reading}"
             ),
         }
     kind = request_kind(request, constraints)

@@ -189,6 +189,16 @@ def choose_strategy(
     return "balanced", "an open request"
 
 
+def rule_is_sure(constraints: Constraints, request: str) -> bool:
+    """Whether the rule's strategy is the only sensible one, so that asking the planner
+    LLM would only cost time: no request, a film named (similar-to is then required), or
+    a request the code read completely (every word placed). The planner is asked when
+    words are left that only a language model can read. Measured: on the protocols'
+    requests and a set of chat requests the planner chose the rule's strategy every time
+    it was read completely (docs/results/speed.md)."""
+    return bool(constraints.like_items) or not request.strip() or not constraints.residual.strip()
+
+
 class PlanDraft(BaseModel):
     """What the planner LLM writes: one named strategy (a few tokens)."""
 

@@ -33,6 +33,7 @@ GRAPH: dict[str, dict[str, Any]] = {
     "cloud-only": {},  # every sub-task by the cloud LLM, raw history sent (baselines/)
     "cdarec": {},
     "cdarec-fixed-plan": {"planner": "fixed"},
+    "cdarec-llm-planner": {"planner": "llm"},  # the planner LLM asked on every turn
     "cdarec-no-slm": {"ablate": ["slm"]},
     "cdarec-no-semantic": {"ablate": ["semantic"]},
     "cdarec-no-collab": {"ablate": ["collab"]},

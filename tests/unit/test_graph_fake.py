@@ -31,8 +31,16 @@ def setup(home: Path, checkpointer):
     if not (REAL_HOME / "datasets" / "ml-100k").exists():
         pytest.fail("ML-100K missing: run scripts/test.sh")
 
-    def make(plan: str = PLAN, user: str = "196", cloud_fail: bool = False):
-        s = Settings(home=home, dataset="ml-100k", user_id=user, judge_top=4, show_top=4)
+    def make(plan: str = PLAN, user: str = "196", cloud_fail: bool = False, planner: str = "llm"):
+        # planner "llm" by default: most tests here are about what the planner LLM writes
+        s = Settings(
+            home=home,
+            dataset="ml-100k",
+            user_id=user,
+            judge_top=4,
+            show_top=4,
+            planner=planner,  # type: ignore[arg-type]
+        )
         cloud = fake_llm(by_task(plan, QUERIES, JUDGE), "cloud", fail=cloud_fail)
         device = fake_llm(by_task(plan, QUERIES, JUDGE), "device")
         res = use_resources(Resources(s, device_llm=device, cloud_llm=cloud))
@@ -204,3 +212,21 @@ def test_something_like_a_film_ranks_by_likeness(setup) -> None:
     star_wars = {"Action", "Adventure", "Romance", "Sci-Fi", "War"}
     assert all(star_wars & set(r.genres) for r in out["ranking"])
     assert all("Star Wars (1977)" in r.reason for r in out["ranking"] if r.reason_source == "facts")
+
+
+def test_auto_planner_asks_the_llm_only_for_words_the_code_left_unread(setup) -> None:
+    s, res, g = setup(planner="auto")
+    prompts = res.cloud.cloud_llm.chat.prompts
+
+    def planner_calls() -> int:
+        return sum("Task: choose the strategy" in str(m[-1].content) for m in prompts)
+
+    cfg = {"configurable": {"thread_id": "auto"}}
+    for request in ("", "a funny romantic comedy from the 1990s", "something like Star Wars"):
+        out = g.invoke({"request": request}, cfg, context=s)
+        step = next(r for r in out["trace"] if r.node == "plan_strategy")
+        assert step.status == "skipped" and "the rule decided" in step.detail, request
+        assert out["plan"].source == "default"
+    assert planner_calls() == 0
+    out = g.invoke({"request": "something to cheer me up after a long week"}, cfg, context=s)
+    assert planner_calls() == 1 and out["plan"].source == "planner"
