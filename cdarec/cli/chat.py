@@ -57,7 +57,10 @@ def cmd_memory(args: argparse.Namespace) -> int:
 def cmd_chat(args: argparse.Namespace) -> int:
     if not args.user:
         raise CliError("chat needs --user ID (see `cdarec users`)", 2)
-    session = ChatSession(settings_from(args), args.thread)
+    # A first message given now is sent at once: load the models, but leave the prompts
+    # to it; in a typed session the fixed prompts are evaluated while the person types.
+    warm = "load" if args.message is not None else "prime"
+    session = ChatSession(settings_from(args), args.thread, warm_up=warm)
     on_step = None if args.json else print_step
 
     def run(text: str) -> None:
@@ -66,6 +69,10 @@ def cmd_chat(args: argparse.Namespace) -> int:
             console.print(f"[green]{message}[/green]")
         if request is None:
             return
+        if not session.ready() and not args.json:
+            err_console.print(
+                "[dim]loading the device and cloud models (once per session start)...[/dim]"
+            )
         values = session.turn(request, on_step, None if args.json else print_first_items)
         if session.notice and not args.json:
             console.print(f"[green]{session.notice}[/green]")

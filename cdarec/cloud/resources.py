@@ -39,6 +39,7 @@ class CloudResources(PublicResources):
         trained_model: SASRecModel | None = None,
     ) -> None:
         super().__init__(settings, dataset=dataset, prompts=prompts)
+        self._warm = False  # warm_up has run
         self._given(cloud_llm=llm, catalogue=catalogue, trained_model=trained_model)
         # Plans the cloud planner wrote, by user state and request kind (plan reuse).
         self.plan_cache: dict[str, Plan] = {}
@@ -85,6 +86,25 @@ class CloudResources(PublicResources):
         index = CollabIndex(self.settings.chroma_dir, self.dataset.name, key)
         index.index(self.dataset.items, vectors)
         return index
+
+    def warm_up(self, prime: bool = True) -> None:
+        """Start the cloud model; with ``prime``, also evaluate the shared system prompt of
+        every cloud call once (``cloud_context``: it holds no user data), so that the
+        first call pays only for its own short message, as every later call does."""
+        with self._lock:
+            if self._warm:
+                return
+            self._warm = True
+        llm = self.cloud_llm
+        if not prime:
+            return
+        from langchain_core.messages import HumanMessage, SystemMessage
+
+        system = self.prompts["plan_strategy"].system.format(
+            genres=", ".join(self.dataset.genres), retrieval_k=self.settings.retrieval_k
+        )
+        prime_msgs = [SystemMessage(content=system), HumanMessage(content="Task: none.")]
+        llm.text(1).invoke(prime_msgs, config={"callbacks": []})
 
     def refresh_trained_model(self) -> None:
         """Look for the trained model again (a background `cdarec train` finished)."""

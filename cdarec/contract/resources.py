@@ -24,13 +24,16 @@ R = TypeVar("R")
 
 
 def lazy(build: Callable[[Any], R]) -> property:
-    """A property built once, under the owner's lock (parallel branches share it); a value
-    given to the constructor (``self.__dict__[name]``) is used as it is."""
+    """A property built once, under a lock of its own (parallel branches share it, and
+    building one resource never holds up another); a value given to the constructor
+    (``self.__dict__[name]``) is used as it is."""
     name = build.__name__
 
     def get(self: Any) -> R:
         if name not in self.__dict__:
-            with self._lock:
+            with self._guard:  # held only to find this property's own lock
+                lock = self._locks.setdefault(name, threading.RLock())
+            with lock:
                 if name not in self.__dict__:
                     self.__dict__[name] = build(self)
         return self.__dict__[name]
@@ -68,7 +71,9 @@ class PublicResources:
         prompts: dict[str, Prompt] | None = None,
     ) -> None:
         self.settings = settings
-        self._lock = threading.RLock()
+        self._lock = threading.RLock()  # whole-object changes (refresh, train, warm-up)
+        self._locks: dict[str, threading.RLock] = {}  # one per lazy property
+        self._guard = threading.Lock()  # guards ``_locks`` only, never held while building
         self._given(dataset=dataset, prompts=prompts)
 
     def _given(self, **values: Any) -> None:

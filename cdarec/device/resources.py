@@ -43,6 +43,7 @@ class DeviceResources(PublicResources):
         sequence_model: SequenceScorer | None = None,
     ) -> None:
         super().__init__(settings, dataset=dataset, prompts=prompts)
+        self._warm = False  # warm_up has run
         self._given(device_llm=llm, sequence_model=sequence_model)
         # In evaluation the device holds a fixed history (test item held out), not saved.
         self.records = records
@@ -130,6 +131,20 @@ class DeviceResources(PublicResources):
     @lazy
     def device_llm(self) -> LLM:
         return build_llm(self.settings.device_model, self.settings)
+
+    def warm_up(self) -> None:
+        """Load the device SLM and evaluate its judgement's system prompt once, so that a
+        session's first judgement pays only for its own message."""
+        with self._lock:
+            if self._warm:
+                return
+            self._warm = True
+        from langchain_core.messages import HumanMessage, SystemMessage
+
+        system = self.prompts["rank_on_device"].system
+        prime = [SystemMessage(content=system), HumanMessage(content="Recently watched:")]
+        self.device_llm.text(1).invoke(prime, config={"callbacks": []})
+        _ = self.sequence_model, self.device_embedder
 
     def dataset_history(self, user_id: str) -> list[Interaction]:
         ds = self.dataset

@@ -8,6 +8,8 @@ this object: each side's nodes reach only their own side's resources.
 
 from __future__ import annotations
 
+import logging
+import threading
 from typing import TYPE_CHECKING, Any
 
 from cdarec.cloud.resources import REGISTRY as CLOUD
@@ -25,6 +27,8 @@ if TYPE_CHECKING:
     from cdarec.seqrec.transition import SequenceScorer
 
 __all__ = ["Resources", "UserNotFoundError", "get_resources", "use_resources"]
+
+log = logging.getLogger(__name__)
 
 
 class Resources:
@@ -112,6 +116,27 @@ class Resources:
         if switched:
             self.cloud.refresh_trained_model()
         return switched
+
+    def warm_up(self, prime: bool = True) -> threading.Thread:
+        """Load both sides' models in the background: the device's first (small, and its
+        judgement's system prompt evaluated), then the cloud's (the embedded server
+        started; with ``prime``, the shared cloud system prompt evaluated too). One thread,
+        one model at a time: on two cores, loading both at once only slows a turn that
+        starts meanwhile. A turn that needs a model before it is ready waits for it."""
+
+        def run() -> None:
+            for name, warm in (
+                ("device", self.device.warm_up),
+                ("cloud", lambda: self.cloud.warm_up(prime)),
+            ):
+                try:
+                    warm()
+                except Exception as err:  # the turn that needs the model reports it
+                    log.warning("warming up the %s side failed: %s", name, err)
+
+        thread = threading.Thread(target=run, name="warm-up", daemon=True)
+        thread.start()
+        return thread
 
     def sasrec_model(self, console: Any = None, *, retrain: bool = False) -> Any:
         """The trained SASRec (trained now by the cloud, with progress on ``console``, if

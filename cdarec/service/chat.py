@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 from cdarec.graph.runtime import get_resources
 from cdarec.settings import Settings, slug
@@ -43,12 +43,22 @@ _NOT_GENRE = re.compile(r"^(?:not|no more)\s+(.+)$", re.IGNORECASE)
 class ChatSession:
     """One chat session (a LangGraph thread) for one user's device."""
 
-    def __init__(self, settings: Settings, thread: str | None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        thread: str | None,
+        *,
+        warm_up: Literal["prime", "load", "off"] = "load",
+    ) -> None:
+        """``warm_up``: load both sides' models in the background from now on ("load"), and
+        also evaluate their fixed system prompts ("prime": for a session whose first
+        message comes later, as when a person types it); "off" loads on first use."""
         from cdarec.graph.builder import build_graph
         from cdarec.graph.checkpoint import sqlite_checkpointer
 
         self.settings = settings
         self.res = get_resources(settings)
+        self.warming = None if warm_up == "off" else self.res.warm_up(prime=warm_up == "prime")
         self.user = settings.user_id or ""
         self.res.device_record(self.user)  # unknown user: clear error before anything runs
         self.graph = build_graph(sqlite_checkpointer(settings.checkpoint_db))
@@ -59,6 +69,10 @@ class ChatSession:
             "metadata": {"user_id": self.user},  # lets `cdarec sessions` say whose it is
             "callbacks": run_callbacks(),  # LangSmith, device runs masked (if tracing is on)
         }
+
+    def ready(self) -> bool:
+        """Whether the background loading is done (the next turn is then a warm one)."""
+        return self.warming is None or not self.warming.is_alive()
 
     def last_ranking(self) -> list[Any]:
         return list(self.graph.get_state(self.config).values.get("ranking") or [])

@@ -67,7 +67,9 @@ def create_app(settings: Settings) -> FastAPI:
         with lock:
             if thread is None or key not in sessions:
                 try:
-                    s = ChatSession(settings.model_copy(update={"user_id": user}), thread)
+                    s = ChatSession(  # the person types the first message: prime meanwhile
+                        settings.model_copy(update={"user_id": user}), thread, warm_up="prime"
+                    )
                 except UserNotFoundError as err:
                     raise HTTPException(404, str(err)) from err
                 sessions[f"{user}\x00{s.thread}"] = s
