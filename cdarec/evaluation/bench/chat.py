@@ -36,7 +36,7 @@ from cdarec.settings import Settings, slug
 # them with new draws. An empty string is an empty turn (the user's taste, no request).
 TEMPLATE: tuple[str, ...] = (
     "",
-    "a {genre} film from the {decade}s",
+    "{a_genre} film from the {decade}s",
     "like 1",
     "something like {film}",
     "dislike 2",
@@ -70,6 +70,12 @@ def _kind(command: str) -> str:
     return "request"
 
 
+def _spoken(title: str) -> str:
+    """A catalogue title as people say it: "Graduate, The" -> "The Graduate"."""
+    head, sep, article = title.rpartition(", ")
+    return f"{article} {head}" if sep and article in ("The", "A", "An") else title
+
+
 def user_script(res: Resources, user: str, turns: int, seed: int) -> list[str]:
     """The session of ``user``: ``turns`` steps of ``TEMPLATE``, filled by seed with the
     data set's genres, decades and popular films (public catalogue facts only)."""
@@ -78,20 +84,24 @@ def user_script(res: Resources, user: str, turns: int, seed: int) -> list[str]:
     genres = [g for g in ds.genres if g.lower() not in ("unknown", "(no genres listed)")]
     years = sorted({it.year for it in ds.items if it.year})
     decades = sorted({y // 10 * 10 for y in years if y >= years[0] + 10}) or [years[-1] // 10 * 10]
-    popular = [ds.items[int(i)].title for i in np.argsort(-ds.popularity)[:200]]
+    popular = [_spoken(ds.items[int(i)].title) for i in np.argsort(-ds.popularity)[:200]]
     out = []
     for i in range(turns):
         step = TEMPLATE[i % len(TEMPLATE)]
         if step == OPEN_WORDS[0]:
             step = OPEN_WORDS[int(rng.integers(len(OPEN_WORDS)))]
         picks = [str(g).lower() for g in rng.choice(genres, size=4, replace=False)]
-        picks = [PLAIN.get(g, g) for g in picks]
+        # in words as people write them; "not GENRE" keeps the data set's own name (it is
+        # the feedback command, which matches genre names)
+        words = [PLAIN.get(g, g) for g in picks]
+        words[1] = picks[1]
         out.append(
             step.format(
-                genre=picks[0],
-                genre2=picks[1],
-                genre3=picks[2],
-                genre4=picks[3],
+                a_genre=f"{'an' if words[0][0] in 'aeiou' else 'a'} {words[0]}",
+                genre=words[0],
+                genre2=words[1],
+                genre3=words[2],
+                genre4=words[3],
                 decade=int(rng.choice(decades)),
                 film=popular[int(rng.integers(len(popular)))],
             )
