@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from cdarec.evaluation.bench import latency, turns
+from cdarec.evaluation.bench import chat, latency, turns
 from cdarec.evaluation.protocols import sampled as accuracy
 from cdarec.seqrec import artefacts as runtime
 from cdarec.seqrec.config import TrainConfig
@@ -83,3 +83,24 @@ def test_turns_bench_on_real_models(
     assert {"plan_strategy", "rank_on_device", "respond"} <= nodes
     assert result["peak_app_mb"] > 0 and result["servers_mb"]  # the embedded cloud server
     assert (tmp_path / "turns.json").exists() and (tmp_path / "turns.png").stat().st_size > 0
+
+
+def test_chat_bench_on_real_models(
+    bench_settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The structure of `bench chat`'s report on the real models (never its times)."""
+    monkeypatch.setattr(runtime, "train_config", lambda ds: TINY)
+    script = tmp_path / "session.txt"
+    script.write_text("<empty>\na comedy from the 1990s\nlike 1\nsomething to cheer me up\nundo\n")
+    payload = chat.run(bench_settings, 1, 5, Console(), tmp_path, script=script)
+    steps, summary = payload["steps"], payload["summary"]
+    assert [s["command"] for s in steps][:2] == ["", "a comedy from the 1990s"]
+    assert summary["turns"] == 3 and summary["warm_turns"] == 2
+    assert summary["feedback_commands"] == 2
+    ran = [s for s in steps if s["reasons_s"] is not None]
+    assert all(0 < s["first_items_s"] <= s["wall_s"] for s in ran)
+    # the open words are the planner's (planner "auto"); the read request is the rule's
+    assert [s["planner_called"] for s in ran] == [False, False, True]
+    assert ran[2]["cloud_tokens_in"] > 0
+    assert payload["servers_mb"], "the embedded cloud server's memory is reported"
+    assert (tmp_path / "chat-ml-100k.png").stat().st_size > 1000
