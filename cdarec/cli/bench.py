@@ -104,8 +104,9 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         "--methods",
         default=None,
         help="comma-separated: random, pop, transition, sasrec, sasrec+device, "
-        "sasrec+transition, llm-zero-shot, cloud-only, cdarec, cdarec-fixed-plan, cdarec-llm-planner, "
-        "cdarec-no-slm, cdarec-no-semantic, cdarec-no-collab (--protocol full: all but "
+        "sasrec+transition, llm-zero-shot, cloud-only, cdarec, cdarec-fixed-plan, "
+        "cdarec-llm-planner, cdarec-no-slm, cdarec-no-semantic, cdarec-no-collab (--protocol "
+        "full: all but "
         "random, llm-zero-shot and cloud-only; --protocol request: structured, "
         "retrieval-only, oracle-filter and the graph methods). Default: the baselines, the "
         "structured model rows and cdarec",
