@@ -97,7 +97,7 @@ def test_dead_cloud_endpoint_still_answers_and_says_why(smol_settings: Settings)
         "--user",
         "196",
         "--message",
-        "a comedy",
+        "a comedy to cheer me up",  # words only the cloud LLM reads: it is called
         "--once",
         extra={"OPENAI_BASE_URL": dead, "OPENAI_API_KEY": "not-used"},
     )

@@ -62,7 +62,7 @@ def test_cloud_prompts_keep_their_fixed_parts_first() -> None:
     other = prompts["model_semantics"].messages(**{**values, "abstract": "cold", "request": "y"})
     assert plan[0].content == sem[0].content == other[0].content
     assert "similar-to" in plan[0].content and "search query" in plan[0].content
-    task = sem[1].content.split("User abstract:")[0]
+    task = sem[1].content.split("Request:")[0]
     assert task.startswith("Task:") and other[1].content.startswith(task)
     for m in (plan, sem):  # the per-call part is a fraction of the shared prefix
         assert len(m[1].content) < 0.4 * len(m[0].content)
