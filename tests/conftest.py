@@ -19,10 +19,18 @@ SMOL = "smollm2-135m"
 
 
 def _link_assets(home: Path) -> None:
-    for sub in ("models", "datasets", "embedders"):
+    for sub in ("datasets", "embedders"):
         src = REAL_HOME / sub
         if src.exists() and not (home / sub).exists():
             (home / sub).symlink_to(src, target_is_directory=True)
+    # The model files one by one, into a folder of the test home's own: a model a test
+    # trains (a tiny SASRec) lands there, never in the real models folder.
+    models = home / "models"
+    models.mkdir(exist_ok=True)
+    if (REAL_HOME / "models").is_dir():
+        for f in (REAL_HOME / "models").iterdir():
+            if f.is_file() and not (models / f.name).exists():
+                (models / f.name).symlink_to(f)
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -84,3 +92,14 @@ def checkpointer(request: pytest.FixtureRequest, tmp_path: Path):
         saver = sqlite_checkpointer(tmp_path / "checkpoints.sqlite")
         yield saver
         saver.conn.close()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _real_models_folder_untouched():
+    """No test may leave a model it trained in the user's own models folder."""
+    folder = REAL_HOME / "models"
+    before = set(folder.iterdir()) if folder.is_dir() else set()
+    yield
+    after = set(folder.iterdir()) if folder.is_dir() else set()
+    new = sorted(p.name for p in after - before if p.name.startswith("sasrec-"))
+    assert not new, f"tests trained models into {folder}: {new}"
