@@ -191,9 +191,24 @@ class Protocol:
     def begin(self, proto: ProtocolA, seed: int, console: Console, drawn_s: float) -> None:
         """Say what is evaluated (and prepare what the rows need)."""
 
-    def structured_rows(
-        self, method: str, proto: ProtocolA, base: Resources, seed: int, console: Console
-    ) -> list[Any]:
+    def structured_groups(self, proto: ProtocolA) -> list[list[str]]:
+        """The user groups a method without an LLM runs on: every test user and the
+        fixed sample (beside the graph methods' rows)."""
+        return [proto.users, proto.sample]
+
+    def structured_row(
+        self,
+        method: str,
+        proto: ProtocolA,
+        users: list[str],
+        base: Resources,
+        seed: int,
+        started: float,
+    ) -> Any:
+        raise NotImplementedError
+
+    def describe(self, row: Any) -> str:
+        """The one line printed when a structured row is done."""
         raise NotImplementedError
 
     def graph_users(self, proto: ProtocolA) -> list[str]:
@@ -241,7 +256,10 @@ def run(
     protocol.begin(proto, seed, console, time.perf_counter() - t)
     rows: list[Any] = []
     for m in [m for m in methods if m in protocol.no_llm]:
-        rows.extend(protocol.structured_rows(m, proto, base, seed, console))
+        for users in protocol.structured_groups(proto):
+            row = protocol.structured_row(m, proto, users, base, seed, time.perf_counter())
+            rows.append(row)
+            console.print(f"  {protocol.describe(row)}")
     graph_methods = [m for m in methods if m not in protocol.no_llm]
     if graph_methods:
         users = protocol.graph_users(proto)

@@ -180,19 +180,23 @@ class FullRanking(Protocol):
             f"{ds.n_interactions} interactions; full ranking; LLM sample {len(proto.sample)}"
         )
 
-    def structured_rows(
-        self, method: str, proto: ProtocolA, base: Resources, seed: int, console: Console
-    ) -> list[FullRow]:
-        rows = []
-        for users in (proto.users, proto.sample):
-            t0 = time.perf_counter()
-            ranks = full_scores(method, proto, users, base)
-            hr, nd = metrics(ranks)
-            rows.append(
-                FullRow(method, len(users), hr, nd, time.perf_counter() - t0, ranks=ranks.tolist())
-            )
-            console.print(f"  {method:22} {len(users):5d} users  HR@10 {hr:.4f}  NDCG@10 {nd:.4f}")
-        return rows
+    def structured_row(
+        self,
+        method: str,
+        proto: ProtocolA,
+        users: list[str],
+        base: Resources,
+        seed: int,
+        started: float,
+    ) -> FullRow:
+        ranks = full_scores(method, proto, users, base)
+        hr, nd = metrics(ranks)
+        return FullRow(
+            method, len(users), hr, nd, time.perf_counter() - started, ranks=ranks.tolist()
+        )
+
+    def describe(self, row: FullRow) -> str:
+        return f"{row.method:22} {row.users:5d} users  HR@10 {row.hr:.4f}  NDCG@10 {row.ndcg:.4f}"
 
     def graph_row(
         self,

@@ -326,18 +326,33 @@ class RequestProtocol(Protocol):
             + ", ".join(f"{k} {v}" for k, v in sorted(self.kinds.items()))
         )
 
-    def structured_rows(
-        self, method: str, proto: ProtocolA, base: Resources, seed: int, console: Console
-    ) -> list[RequestRow]:
-        users, asks = proto.sample, self.asks
-        t0 = time.perf_counter()
+    def structured_groups(self, proto: ProtocolA) -> list[list[str]]:
+        return [proto.sample]  # the requests are written for the sample's users
+
+    def structured_row(
+        self,
+        method: str,
+        proto: ProtocolA,
+        users: list[str],
+        base: Resources,
+        seed: int,
+        started: float,
+    ) -> RequestRow:
+        asks = self.asks
         ranks, tops = no_llm_lists(method, proto, asks, users, base)
         hr, nd = metrics(np.array(ranks))
         sat = float(
             np.mean([_satisfaction(proto, asks, u, t) for u, t in zip(users, tops, strict=True)])
         )
-        console.print(f"  {method:22} HR@10 {hr:.4f}  NDCG@10 {nd:.4f}  satisfaction {sat:.3f}")
-        return [RequestRow(method, len(users), hr, nd, sat, time.perf_counter() - t0, ranks=ranks)]
+        return RequestRow(
+            method, len(users), hr, nd, sat, time.perf_counter() - started, ranks=ranks
+        )
+
+    def describe(self, row: RequestRow) -> str:
+        return (
+            f"{row.method:22} HR@10 {row.hr:.4f}  NDCG@10 {row.ndcg:.4f}  "
+            f"satisfaction {row.satisfaction:.3f}"
+        )
 
     def graph_row(
         self,

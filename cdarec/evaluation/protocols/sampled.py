@@ -303,17 +303,21 @@ class LLMRank(Protocol):
             f"{len(proto.sample)} (seed {seed}); candidates drawn in {drawn_s:.1f} s"
         )
 
-    def structured_rows(
-        self, method: str, proto: ProtocolA, base: Resources, seed: int, console: Console
-    ) -> list[Row]:
-        rows = []
-        for users in (proto.users, proto.sample):
-            t0 = time.perf_counter()
-            rows.append(
-                _row(method, users, score_without_llm(method, proto, users, base, seed), proto, t0)
-            )
-            console.print(f"  {method:22} {len(users):5d} users  N@10 {rows[-1].ndcg[10]:6.2f}")
-        return rows
+    def structured_row(
+        self,
+        method: str,
+        proto: ProtocolA,
+        users: list[str],
+        base: Resources,
+        seed: int,
+        started: float,
+    ) -> Row:
+        return _row(
+            method, users, score_without_llm(method, proto, users, base, seed), proto, started
+        )
+
+    def describe(self, row: Row) -> str:
+        return f"{row.method:22} {row.users:5d} users  N@10 {row.ndcg[10]:6.2f}"
 
     def graph_row(
         self,
