@@ -18,10 +18,12 @@ from cdarec.cli import bench, chat, prompts, setup
 from cdarec.cli.common import CliError, common_flags, err_console
 from cdarec.data.atomic import DataError
 from cdarec.device.memory import DeviceMemoryError
+from cdarec.graph.checkpoint import CheckpointError
 from cdarec.graph.runtime import UserNotFoundError
 from cdarec.llm.factory import ModelSpecError
 from cdarec.llm.server import ServerError
 from cdarec.prompts import PromptError
+from cdarec.service.access import AccessError
 from cdarec.service.chat import ChatError
 
 GROUPS = (setup, chat, bench, prompts)
@@ -59,6 +61,8 @@ def main(argv: list[str] | None = None) -> int:
         PromptError,
         ServerError,
         DeviceMemoryError,
+        AccessError,
+        CheckpointError,
     ) as err:
         err_console.print(f"[red]error:[/red] {escape(str(err))}", soft_wrap=True)
         return 1

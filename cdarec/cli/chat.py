@@ -7,10 +7,13 @@ import json
 import sys
 from typing import Any
 
+from rich.markup import escape
 from rich.table import Table
 
 from cdarec.cli.common import CliError, console, err_console, settings_from
 from cdarec.cli.render import print_first_items, print_step, print_turn
+from cdarec.device.memory import DeviceMemoryError
+from cdarec.graph.checkpoint import CheckpointError
 from cdarec.graph.runtime import Resources
 from cdarec.service.chat import CHAT_HELP, ChatError, ChatSession, turn_result
 from cdarec.service.training import training_in_progress
@@ -25,7 +28,7 @@ def cmd_users(args: argparse.Namespace) -> int:
     on_device = res.memory.users()
     console.print(table)
     if on_device:
-        console.print(f"devices with memory: {', '.join(on_device[:20])}")
+        console.print(escape(f"devices with memory: {', '.join(on_device[:20])}"))
     return 0
 
 
@@ -36,13 +39,13 @@ def cmd_memory(args: argparse.Namespace) -> int:
         if res.memory.exists(args.user):
             raise CliError(f"user '{args.user}' already has device memory; use `memory reset`")
         res.memory.seed(args.user, [])
-        console.print(f"created an empty (cold-start) device for '{args.user}'")
+        console.print(escape(f"created an empty (cold-start) device for '{args.user}'"))
     elif args.action == "reset":
         if not res.dataset.has_user(args.user):
             res.memory.seed(args.user, [], overwrite=True)
         else:
             res.memory.seed(args.user, res.device.dataset_history(args.user), overwrite=True)
-        console.print(f"device memory of '{args.user}' re-seeded")
+        console.print(escape(f"device memory of '{args.user}' re-seeded"))
     else:
         rec = res.device_record(args.user)
         console.print(
@@ -50,7 +53,7 @@ def cmd_memory(args: argparse.Namespace) -> int:
             f"{len(rec.shown)} sessions (stored at {res.memory.path(args.user)})"
         )
         for f in rec.feedback[-10:]:
-            console.print(f"  {f.kind} {f.item_id or f.genre or ''}")
+            console.print(escape(f"  {f.kind} {f.item_id or f.genre or ''}"))
     return 0
 
 
@@ -66,7 +69,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
     def run(text: str) -> None:
         request, message = session.feedback(text)
         if message and not args.json:
-            console.print(f"[green]{message}[/green]")
+            console.print(f"[green]{escape(message)}[/green]")
         if request is None:
             return
         if not session.ready() and not args.json:
@@ -113,18 +116,65 @@ def cmd_chat(args: argparse.Namespace) -> int:
         try:
             run(text)
         except (CliError, ChatError) as err:
-            err_console.print(f"[red]{err}[/red]")
+            err_console.print(f"[red]{escape(str(err))}[/red]")
+        except (DeviceMemoryError, CheckpointError) as err:
+            err_console.print(f"[red]error:[/red] {escape(str(err))}")
     if not args.json:
-        console.print(f"resume with: cdarec chat --user {session.user} --thread {session.thread}")
+        console.print(
+            escape(f"resume with: cdarec chat --user {session.user} --thread {session.thread}")
+        )
     return 0
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from cdarec.web.server import serve
+    from cdarec.web.server import is_loopback, serve
 
     s = settings_from(args)
-    console.print(f"cdarec chat on http://{args.host}:{args.port}  (Ctrl-C stops it)")
-    serve(s, args.host, args.port)
+    if not is_loopback(args.host):
+        if not args.allow_remote:
+            raise CliError(
+                f"--host {args.host} listens beyond this machine: anyone who can reach it may "
+                "try to sign in. Add --allow-remote if that is what you want "
+                "(people then sign in with `cdarec access password`).",
+                2,
+            )
+        err_console.print(
+            f"[yellow]warning:[/yellow] listening on {escape(args.host)}, beyond loopback: the "
+            "sign-in link and passwords travel unencrypted (put a TLS proxy in front)"
+        )
+    serve(s, args.host, args.port, user=args.user, announce=lambda m: print(m, flush=True))
+    return 0
+
+
+def cmd_access(args: argparse.Namespace) -> int:
+    import getpass
+
+    from cdarec.service.access import Access
+
+    s = settings_from(args)
+    access = Access(s.home)
+    if args.action == "list":
+        for user in access.users():
+            console.print(escape(user))
+        return 0
+    if not args.user:
+        raise CliError(f"`access {args.action}` needs --user ID", 2)
+    if args.action == "password":
+        if args.password_stdin:
+            password = sys.stdin.readline().rstrip("\n")
+        else:
+            password = getpass.getpass(f"new password for {args.user}: ")
+            if getpass.getpass("again: ") != password:
+                raise CliError("the two passwords differ; nothing was changed", 2)
+        access.set_password(args.user, password)
+        console.print(escape(f"password set for '{args.user}' (stored as a scrypt hash)"))
+    elif args.action == "token":
+        token = access.new_token(args.user, name=args.name or "")
+        console.print(escape(f"API token for '{args.user}' (shown once; keep it secret):"))
+        print(token)
+    else:
+        n = access.revoke(args.user)
+        console.print(escape(f"removed {n} credential(s) of '{args.user}'"))
     return 0
 
 
@@ -171,7 +221,7 @@ def cmd_trace(args: argparse.Namespace) -> int:
     root = Tree(f"session {args.thread}")
     for t in turns:
         branch = root.add(
-            f'turn {t.turn} [dim]{iso(t.start)}[/dim] {t.wall_ms} ms  "{t.request or "-"}"'
+            f'turn {t.turn} [dim]{iso(t.start)}[/dim] {t.wall_ms} ms  "{escape(t.request or "-")}"'
         )
         for r in t.steps:
             colour = "cyan" if r.side == "cloud" else "magenta"
@@ -203,12 +253,38 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     sv = sub.add_parser(
         "serve",
         parents=[common],
-        help="the chat in a browser: live steps, feedback buttons, a user picker",
+        help="the chat in a browser: live steps, feedback buttons; prints a sign-in link",
+        description="The chat in a browser. At start it prints a one-off sign-in link for "
+        "--user (default: the data set's first user); other users sign in with a password "
+        "set by `cdarec access password`, programs with a token from `cdarec access token`.",
     )
     sv.add_argument("--host", default="127.0.0.1", help="address to listen on (loopback)")
     sv.add_argument("--port", type=int, default=8000)
-    sv.add_argument("--user", help="the user selected first")
+    sv.add_argument("--user", help="the device user the printed sign-in link signs in")
+    sv.add_argument(
+        "--allow-remote",
+        action="store_true",
+        help="allow a --host beyond loopback (prints a warning)",
+    )
     sv.set_defaults(func=cmd_serve)
+
+    ac = sub.add_parser(
+        "access",
+        parents=[common],
+        help="who may sign in: passwords (browser) and API tokens (programs)",
+    )
+    ac.add_argument(
+        "action",
+        choices=["password", "token", "revoke", "list"],
+        help="password: set one (asked twice); token: print a new API token; "
+        "revoke: remove a user's credentials; list: users with credentials",
+    )
+    ac.add_argument("--user", help="the device user")
+    ac.add_argument("--name", help="a label for the token")
+    ac.add_argument(
+        "--password-stdin", action="store_true", help="read the password from stdin (scripts)"
+    )
+    ac.set_defaults(func=cmd_access)
 
     ss = sub.add_parser("sessions", parents=[common], help="list chat sessions (threads)")
     ss.add_argument("--user", help="only this user's sessions")

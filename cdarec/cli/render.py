@@ -6,6 +6,7 @@ from typing import Any
 
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from cdarec.cli.common import console, err_console
 from cdarec.service.chat import turn_warnings
@@ -24,7 +25,7 @@ def print_step(rec: Any) -> None:
 
 def print_first_items(items: list[dict[str, Any]]) -> None:
     """The fused list, streamed before the device model has written its reasons."""
-    shown = "; ".join(f"{n}. {it['label']}" for n, it in enumerate(items[:5], 1))
+    shown = escape("; ".join(f"{n}. {it['label']}" for n, it in enumerate(items[:5], 1)))
     console.print(f"  [bold]first picks:[/bold] {shown} [dim](reasons coming)[/dim]")
 
 
@@ -35,16 +36,16 @@ def print_turn(values: dict[str, Any]) -> None:
         "title",
         "genres",
         "why",
-        title=values.get("request") or "recommendations",
+        title=Text(values.get("request") or "recommendations"),  # the user's words: no markup
         show_lines=False,
     )
     for r in values.get("ranking") or []:
-        table.add_row(str(r.rank), r.label, ", ".join(r.genres), r.reason)
+        table.add_row(str(r.rank), Text(r.label), Text(", ".join(r.genres)), Text(r.reason))
     for note in values.get("notes") or []:
         console.print(f"[bold]{escape(note)}[/bold]")
     console.print(table)
     for w in turn_warnings(values):
-        err_console.print(f"[yellow]warning:[/yellow] {w}", soft_wrap=True)
+        err_console.print(f"[yellow]warning:[/yellow] {escape(w)}", soft_wrap=True)
     if plan is not None:
         w = plan.weights
         console.print(

@@ -30,7 +30,7 @@ from cdarec.contract.plan import (
     request_kind,
     rule_is_sure,
 )
-from cdarec.contract.request import Constraints, parse_request
+from cdarec.contract.request import MAX_REQUEST_CHARS, Constraints, parse_request
 from cdarec.contract.schemas import COLLABORATIVE, Candidate, Intent, intent_json_schema
 from cdarec.contract.state import CloudView
 from cdarec.contract.steps import Step
@@ -206,7 +206,7 @@ def model_semantics(
         config=config,
     )
     intent = out.value
-    if request not in intent.queries:
+    if request and request not in intent.queries:
         # The user's own words are always searched too: small models paraphrase badly.
         intent = intent.model_copy(update={"queries": [request, *intent.queries][:3]})
     filters = ", ".join(intent.genres)
@@ -250,7 +250,9 @@ def retrieve_candidates(
     turn, plan, intent = state["turn"], state["plan"], state.get("intent")
     step = Step("retrieve_candidates", "cloud", turn)
     scope = list(state.get("scope") or [])
-    queries = list(intent.queries) if intent else []
+    # Each query within the search's bound (an LLM may write a long one); none empty.
+    queries = [q.strip()[:MAX_REQUEST_CHARS] for q in (intent.queries if intent else [])]
+    queries = [q for q in dict.fromkeys(queries) if q]
     tool = make_retrieval_tool(res.catalogue)
     levels = [None] if scope else (state.get("constraints") or Constraints()).relaxations()
     constraints = levels[0]

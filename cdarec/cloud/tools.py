@@ -10,6 +10,7 @@ from langchain_core.tools import BaseTool, StructuredTool
 from pydantic import BaseModel, Field
 
 from cdarec.cloud.catalogue.store import Catalogue, Hit
+from cdarec.contract.request import MAX_REQUEST_CHARS
 
 
 class Filters(BaseModel):
@@ -37,7 +38,9 @@ class Filters(BaseModel):
 class RetrievalInput(Filters):
     """Arguments of one catalogue search (what the cloud sends; never a history)."""
 
-    query: str = Field(min_length=1, max_length=500, description="semantic search text")
+    query: str = Field(
+        min_length=1, max_length=MAX_REQUEST_CHARS, description="semantic search text"
+    )
 
 
 class CollabInput(Filters):

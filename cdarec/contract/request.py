@@ -28,6 +28,27 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from cdarec.contract.schemas import GenreName
 
+MAX_REQUEST_CHARS = 500  # a chat request; the catalogue search's query has the same bound
+
+
+class RequestError(ValueError):
+    """A request no turn can run on; the message says what to change."""
+
+
+def clean_request(text: str) -> str:
+    """A request as the graph reads it: Unicode normalised (NFC), control and format
+    characters (terminal escapes, zero-width joiners, NUL) turned into spaces, runs of
+    white space collapsed. Raises ``RequestError`` for one over ``MAX_REQUEST_CHARS``."""
+    text = unicodedata.normalize("NFC", text)
+    text = "".join(" " if unicodedata.category(ch) in ("Cc", "Cf", "Cs") else ch for ch in text)
+    text = " ".join(text.split())
+    if len(text) > MAX_REQUEST_CHARS:
+        raise RequestError(
+            f"the request is {len(text)} characters long; the limit is {MAX_REQUEST_CHARS}. "
+            "Say in a sentence or two what you would like to watch."
+        )
+    return text
+
 
 def norm_key(text: str) -> str:
     """'Sci-Fi' -> 'scifi', "Children's" -> 'childrens': genre names compared loosely."""

@@ -15,7 +15,7 @@ import numpy as np
 from langchain_core.runnables import RunnableConfig
 from langgraph.runtime import Runtime
 
-from cdarec.contract.request import Constraints
+from cdarec.contract.request import Constraints, clean_request
 from cdarec.contract.schemas import COLLABORATIVE, Proposal, RankedItem
 from cdarec.contract.state import State
 from cdarec.contract.steps import Step
@@ -78,6 +78,9 @@ def summarize_on_device(
         vector = [round(float(x), 5) for x in model.user_vector(sequence_input(res, rec))]
     return {
         "turn": turn,
+        # What every later node reads: control characters out, bounded (a request over the
+        # bound ends the turn with RequestError's message, whoever called the graph).
+        "request": clean_request(state.get("request") or ""),
         "abstract": abstract,
         "user_vector": vector,
         "intent": None,

@@ -7,6 +7,7 @@ revived from it (an allow-list, rather than LangGraph's permissive default).
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import sys
 from pathlib import Path
@@ -53,8 +54,28 @@ def serializer() -> JsonPlusSerializer:
     return JsonPlusSerializer(allowed_msgpack_modules=[*STATE_TYPES, *LEGACY_TYPES])
 
 
+class CheckpointError(RuntimeError):
+    """The checkpoint database cannot be used; the message says what to do."""
+
+
+BUSY_TIMEOUT_S = 30.0  # another process's write transaction is waited for this long
+
+
 def sqlite_checkpointer(path: Path) -> SqliteSaver:
-    """A SQLite checkpointer at ``path`` (one thread per chat session)."""
+    """A SQLite checkpointer at ``path`` (one thread per chat session), owner-only
+    (0600; SQLite gives its -wal and -shm files the same mode). A file that is not a
+    SQLite database is a ``CheckpointError`` naming the fix, never a traceback."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    conn = sqlite3.connect(str(path), check_same_thread=False)
+    if not path.exists():
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+    conn = sqlite3.connect(str(path), check_same_thread=False, timeout=BUSY_TIMEOUT_S)
+    try:
+        conn.execute("PRAGMA schema_version").fetchone()
+    except sqlite3.DatabaseError as err:
+        conn.close()
+        raise CheckpointError(
+            f"the session database {path} is unreadable ({err}); move it aside (for example "
+            f"`mv {path} {path}.bad`) and start again: saved sessions are lost with it, the "
+            "device memory (history and feedback) is kept apart and is not affected"
+        ) from err
     return SqliteSaver(conn, serde=serializer())

@@ -11,6 +11,9 @@ import uuid
 from collections.abc import Callable
 from typing import Any, Literal
 
+from pydantic import BaseModel
+
+from cdarec.contract.request import RequestError, clean_request
 from cdarec.graph.runtime import get_resources
 from cdarec.settings import Settings, slug
 from cdarec.tracing import run_callbacks
@@ -36,6 +39,12 @@ class ChatError(Exception):
 
 
 _FEEDBACK = re.compile(r"^(like|dislike|more like|more)\s*#?(\d+)$", re.IGNORECASE)
+
+
+class _Shown(BaseModel):
+    item_id: str
+    label: str
+
 
 _NOT_GENRE = re.compile(r"^(?:not|no more)\s+(.+)$", re.IGNORECASE)
 
@@ -79,9 +88,38 @@ class ChatSession:
 
     def item(self, n: int) -> Any:
         ranking = self.last_ranking()
+        if not ranking:
+            raise ChatError("there is no list yet: ask for something first", 2)
         if not 1 <= n <= len(ranking):
             raise ChatError(f"there is no item {n} in the last list (1..{len(ranking)})", 2)
         return ranking[n - 1]
+
+    def item_by_id(self, item_id: str) -> Any:
+        """An item this session has shown, in any of its lists (the web page's buttons
+        name the item, not its rank: a click on an older list means that older item)."""
+        for r in self.last_ranking():
+            if r.item_id == item_id:
+                return r
+        rec = self.res.device_record(self.user)
+        if item_id in rec.shown.get(self.thread, []) and item_id in self.res.dataset.item_index:
+            label = self.res.dataset.item(item_id).label()
+            return _Shown(item_id=item_id, label=label)
+        raise ChatError(f"item {item_id!r} was not shown in this session", 2)
+
+    def feedback_on(
+        self, kind: Literal["like", "dislike", "more"], item_id: str
+    ) -> tuple[str | None, str]:
+        """Feedback on a shown item named by id; returns (request to run or None, message)."""
+        item = self.item_by_id(item_id)
+        return self._apply(kind, item)
+
+    def _apply(self, kind: str, item: Any) -> tuple[str | None, str]:
+        mem = self.res.memory
+        if kind in ("more like", "more"):
+            mem.add_feedback(self.user, "more_like", item_id=item.item_id, thread=self.thread)
+            return f"more movies like {item.label}", f"more like {item.label}"
+        mem.add_feedback(self.user, kind, item_id=item.item_id, thread=self.thread)  # type: ignore[arg-type]
+        return None, f"{kind}d {item.label} (saved on the device)"
 
     def feedback(self, text: str) -> tuple[str | None, str]:
         """Apply a feedback command; returns (request to run or None, message)."""
@@ -95,12 +133,7 @@ class ChatSession:
             )
         m = _FEEDBACK.match(text)
         if m:
-            kind, item = m.group(1).lower(), self.item(int(m.group(2)))
-            if kind in ("more like", "more"):
-                mem.add_feedback(self.user, "more_like", item_id=item.item_id, thread=self.thread)
-                return f"more movies like {item.label}", f"more like {item.label}"
-            mem.add_feedback(self.user, kind, item_id=item.item_id, thread=self.thread)  # type: ignore[arg-type]
-            return None, f"{kind}d {item.label} (saved on the device)"
+            return self._apply(m.group(1).lower(), self.item(int(m.group(2)[:6])))
         m = _NOT_GENRE.match(text)
         if m:
             wanted = m.group(1).strip().lower()
@@ -108,7 +141,10 @@ class ChatSession:
             if genre is not None:  # otherwise it is a request ("not too scary please")
                 mem.add_feedback(self.user, "not_genre", genre=genre, thread=self.thread)
                 return None, f"will avoid {genre}"
-        return text, ""
+        try:
+            return clean_request(text), ""
+        except RequestError as err:
+            raise ChatError(str(err), 2) from err
 
     def turn(
         self,
@@ -118,6 +154,10 @@ class ChatSession:
     ) -> dict[str, Any]:
         """Run one turn, reporting each step as it finishes and the fused list as soon as
         the device has it (before the SLM's reasons); returns the thread's state."""
+        try:
+            request = clean_request(request)
+        except RequestError as err:
+            raise ChatError(str(err), 2) from err
         if self.res.refresh_sequence_model():
             self.notice = "The trained SASRec is ready: the device uses it from this turn on."
         for mode, chunk in self.graph.stream(

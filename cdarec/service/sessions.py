@@ -86,3 +86,13 @@ def turn_traces(snapshots: Iterable[Any]) -> list[TurnTrace]:
 
 def iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds")
+
+
+def thread_owner(saver: BaseCheckpointSaver[Any], thread: str) -> str | None:
+    """The device user a thread belongs to (from its newest checkpoint), or None if the
+    thread has no checkpoint yet."""
+    tup = saver.get_tuple({"configurable": {"thread_id": thread, "checkpoint_ns": ""}})
+    if tup is None:
+        return None
+    owner = (tup.metadata or {}).get("user_id")
+    return str(owner) if owner is not None else ""

@@ -6,103 +6,269 @@ build step, no Node toolchain: a LangGraph developer can read all of it in minut
 it runs the very same graph, settings and device memory as the terminal chat
 (``ChatSession``), in the same process as the models.
 
+Access. Every API call acts as one signed-in device user, never as a user the caller
+names. A browser signs in with the one-off link the server prints at start (bound to
+``--user``) or with a password (`cdarec access password`), and then holds an HttpOnly,
+SameSite=Strict session cookie; every POST it makes also carries the session's CSRF
+token in ``X-CSRF-Token`` (and a cross-site ``Origin`` is refused). A program sends
+``Authorization: Bearer <token>`` (`cdarec access token`) and needs no CSRF token (it
+holds no cookie). Host headers other than the bound name are refused (DNS rebinding).
+A thread belongs to the user whose session created it; another user's thread is "not
+found", whether or not it exists.
+
 API (JSON):
-  GET  /api/users                       device users to act as
-  GET  /api/sessions?user=U             that user's sessions (threads)
-  POST /api/sessions {user}             a new session -> {thread}
-  POST /api/sessions/{thread}/turn      {user, message} -> text/event-stream:
-                                        'step' per finished node, 'first_items' (the fused
-                                        list, before the device SLM's reasons), then
-                                        'result' or 'error'
-  POST /api/sessions/{thread}/feedback  {user, kind: like|dislike|more, n} -> {message,
+  GET  /healthz                         public: {"ok": true}
+  GET  /signin?token=T                  the printed link: sets the cookie, back to /
+  POST /api/signin {user, password}     -> {user, csrf} and the cookie
+  POST /api/signout
+  GET  /api/me                          -> {user, csrf, dataset} (401 when signed out)
+  GET  /api/sessions                    this user's sessions (threads)
+  POST /api/sessions                    a new session -> {thread}
+  POST /api/sessions/{thread}/turn      {message} -> text/event-stream: 'step' per
+                                        finished node, 'first_items' (the fused list,
+                                        before the device SLM's reasons), then 'result'
+                                        or 'error'
+  POST /api/sessions/{thread}/feedback  {kind: like|dislike|more, item_id} -> {message,
                                         request}: 'more' returns the request to run next
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
+import logging
+import secrets
 import threading
+from collections import OrderedDict
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from importlib import resources
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from fastapi import FastAPI, HTTPException
-from fastapi.responses import HTMLResponse, StreamingResponse
+from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, StreamingResponse
 from pydantic import BaseModel, Field
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 
+from cdarec.contract.request import MAX_REQUEST_CHARS
 from cdarec.graph.checkpoint import sqlite_checkpointer
 from cdarec.graph.runtime import UserNotFoundError, get_resources
+from cdarec.service.access import Access, one_off_token, same_secret
 from cdarec.service.chat import ChatError, ChatSession, turn_result
-from cdarec.service.sessions import list_sessions
+from cdarec.service.sessions import list_sessions, thread_owner
 from cdarec.settings import Settings
 
+log = logging.getLogger(__name__)
 
-class NewSession(BaseModel):
+COOKIE = "cdarec_session"
+MAX_CHATS = 64  # live chat sessions kept in memory (least recently used dropped first)
+MAX_SIGNINS = 256
+
+
+class SignIn(BaseModel):
     user: str = Field(min_length=1, max_length=100)
+    password: str = Field(min_length=1, max_length=200)
 
 
 class TurnRequest(BaseModel):
-    user: str = Field(min_length=1, max_length=100)
-    message: str = Field(default="", max_length=1000)
+    # A little over the request bound: the service says "too long" in words, not a 422.
+    message: str = Field(default="", max_length=4 * MAX_REQUEST_CHARS)
 
 
 class FeedbackRequest(BaseModel):
-    user: str = Field(min_length=1, max_length=100)
     kind: Literal["like", "dislike", "more"]
-    n: int = Field(ge=1, le=50)
+    item_id: str = Field(min_length=1, max_length=200)
+
+
+@dataclass
+class Identity:
+    user: str
+    csrf: str = ""  # empty for a bearer token (no cookie: nothing to forge)
+    via: Literal["cookie", "token"] = "cookie"
+
+
+@dataclass
+class WebAccess:
+    """Who may sign in, and the signed-in browser sessions (in memory: a restart signs
+    everyone out, which for a device-local server is the safe default)."""
+
+    access: Access
+    signin_user: str
+    signin_token: str = field(default_factory=one_off_token)
+    sessions: OrderedDict[str, Identity] = field(default_factory=OrderedDict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def open(self, user: str) -> tuple[str, Identity]:
+        sid, ident = secrets.token_urlsafe(32), Identity(user, csrf=secrets.token_urlsafe(32))
+        with self.lock:
+            self.sessions[sid] = ident
+            while len(self.sessions) > MAX_SIGNINS:
+                self.sessions.popitem(last=False)
+        return sid, ident
+
+    def of_cookie(self, sid: str) -> Identity | None:
+        with self.lock:
+            return self.sessions.get(sid)
+
+    def close(self, sid: str) -> None:
+        with self.lock:
+            self.sessions.pop(sid, None)
 
 
 def _sse(event: str, data: Any) -> str:
     return f"event: {event}\ndata: {json.dumps(data)}\n\n"
 
 
-def create_app(settings: Settings) -> FastAPI:
+def allowed_hosts(host: str) -> list[str]:
+    """Host headers the server answers to: the loopback names, or the address it is bound
+    to; bound to every interface, any (the caller has said --allow-remote)."""
+    if host in ("0.0.0.0", "::"):
+        return ["*"]
+    names = {"127.0.0.1", "localhost", "::1", "[::1]", host}
+    return sorted(names)
 
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def identity(request: Request) -> Identity:
+    """The signed-in user of a request (a FastAPI dependency of every API route)."""
+    web: WebAccess = request.app.state.web
+    auth = request.headers.get("authorization", "")
+    if auth.lower().startswith("bearer "):
+        user = web.access.user_of_token(auth[7:].strip())
+        if user is None:
+            raise HTTPException(401, "the API token is not valid: `cdarec access token`")
+        return Identity(user, via="token")
+    ident = web.of_cookie(request.cookies.get(COOKIE, ""))
+    if ident is None:
+        raise HTTPException(401, "not signed in: open the link `cdarec serve` printed, or sign in")
+    if request.method not in ("GET", "HEAD", "OPTIONS"):
+        origin = request.headers.get("origin")
+        if origin and origin.split("://", 1)[-1] != request.headers.get("host"):
+            raise HTTPException(403, "a request from another site was refused")
+        if not same_secret(request.headers.get("x-csrf-token", ""), ident.csrf):
+            raise HTTPException(403, "missing or wrong CSRF token: reload the page")
+    return ident
+
+
+Me = Annotated[Identity, Depends(identity)]
+
+
+def create_app(
+    settings: Settings,
+    *,
+    host: str = "127.0.0.1",
+    signin_user: str | None = None,
+    signin_token: str | None = None,
+) -> FastAPI:
+    """The app. ``signin_user``: whom the printed one-off link signs in (default: the
+    settings' user); ``signin_token``: that link's secret (default: a new random one,
+    then in ``app.state.signin_token``)."""
     app = FastAPI(title="cdarec", description="Cloud-device collaborative recommender chat")
-    sessions: dict[str, Any] = {}
-    lock = threading.Lock()
+    app.add_middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts(host))
+    res = get_resources(settings)
+    first = settings.user_id or (res.dataset.users[0] if res.dataset.users else "")
+    web = WebAccess(Access(settings.home), signin_user or first)
+    if signin_token:
+        web.signin_token = signin_token
+    app.state.settings = settings
+    app.state.web = web
+    app.state.signin_token = web.signin_token
+    app.state.signin_user = web.signin_user
+    chats: OrderedDict[str, ChatSession] = OrderedDict()
+    chats_lock = threading.Lock()
 
-    def session(user: str, thread: str | None) -> Any:
-        key = f"{user}\x00{thread}"
-        with lock:
-            if thread is None or key not in sessions:
-                try:
-                    s = ChatSession(  # the person types the first message: prime meanwhile
-                        settings.model_copy(update={"user_id": user}), thread, warm_up="prime"
-                    )
-                except UserNotFoundError as err:
-                    raise HTTPException(404, str(err)) from err
-                sessions[f"{user}\x00{s.thread}"] = s
-                return s
-            return sessions[key]
+    def chat_for(user: str, thread: str | None) -> ChatSession:
+        """This user's chat session on ``thread`` (None: a new thread). Another user's
+        thread is 404, exactly like one that does not exist."""
+        with chats_lock:
+            if thread is not None and thread in chats:
+                chat = chats[thread]
+                if chat.user != user:
+                    raise HTTPException(404, "no such session")
+                chats.move_to_end(thread)
+                return chat
+        if thread is not None:
+            owner = (
+                thread_owner(sqlite_checkpointer(settings.checkpoint_db), thread)
+                if settings.checkpoint_db.exists()
+                else None
+            )
+            if owner != user:
+                raise HTTPException(404, "no such session")
+        try:
+            chat = ChatSession(  # the person types the first message: prime meanwhile
+                settings.model_copy(update={"user_id": user}), thread, warm_up="prime"
+            )
+        except UserNotFoundError as err:
+            raise HTTPException(404, str(err)) from err
+        with chats_lock:
+            chats[chat.thread] = chat
+            while len(chats) > MAX_CHATS:
+                chats.popitem(last=False)  # its thread stays in the checkpointer
+        return chat
 
     @app.get("/", response_class=HTMLResponse)
     def index() -> str:
         return resources.files("cdarec.web").joinpath("index.html").read_text("utf-8")
 
-    @app.get("/api/users")
-    def users(limit: int = 20) -> dict[str, Any]:
-        res = get_resources(settings)
-        ds = res.dataset
-        on_device = res.memory.users()
-        first = [settings.user_id] if settings.user_id else []
-        listed = list(dict.fromkeys([*first, *on_device, *ds.users[:limit]]))
-        return {"dataset": ds.name, "users": listed, "default": settings.user_id or listed[0]}
+    @app.get("/healthz")
+    def healthz() -> dict[str, bool]:
+        return {"ok": True}
+
+    def signed_in(user: str) -> JSONResponse:
+        sid, ident = web.open(user)
+        resp = JSONResponse({"user": user, "csrf": ident.csrf})
+        resp.set_cookie(COOKIE, sid, httponly=True, samesite="strict", path="/")
+        return resp
+
+    @app.get("/signin")
+    def signin_link(token: str = "") -> Any:
+        if not token or not same_secret(token, web.signin_token):
+            raise HTTPException(401, "this sign-in link is not valid: use the one printed at start")
+        sid, _ = web.open(web.signin_user)
+        resp = RedirectResponse("/", status_code=303)
+        resp.set_cookie(COOKIE, sid, httponly=True, samesite="strict", path="/")
+        return resp
+
+    @app.post("/api/signin")
+    def signin(body: SignIn) -> JSONResponse:
+        if not web.access.check_password(body.user, body.password):
+            raise HTTPException(401, "wrong user or password")
+        return signed_in(body.user)
+
+    @app.post("/api/signout")
+    def signout(request: Request, ident: Me) -> JSONResponse:
+        web.close(request.cookies.get(COOKIE, ""))
+        resp = JSONResponse({"signed_out": ident.user})
+        resp.delete_cookie(COOKIE, path="/")
+        return resp
+
+    @app.get("/api/me")
+    def me(ident: Me) -> dict[str, Any]:
+        return {"user": ident.user, "csrf": ident.csrf, "dataset": res.dataset.name}
 
     @app.get("/api/sessions")
-    def sessions_of(user: str) -> list[dict[str, Any]]:
+    def sessions_of(ident: Me) -> list[dict[str, Any]]:
         if not settings.checkpoint_db.exists():
             return []
         saver = sqlite_checkpointer(settings.checkpoint_db)
-        return [s.model_dump() for s in list_sessions(saver, user=user)]
+        return [s.model_dump() for s in list_sessions(saver, user=ident.user)]
 
     @app.post("/api/sessions")
-    def new_session(body: NewSession) -> dict[str, str]:
-        return {"thread": session(body.user, None).thread}
+    def new_session(ident: Me) -> dict[str, str]:
+        return {"thread": chat_for(ident.user, None).thread}
 
     @app.post("/api/sessions/{thread}/turn")
-    def turn(thread: str, body: TurnRequest) -> StreamingResponse:
-        chat = session(body.user, thread)
+    def turn(thread: str, body: TurnRequest, ident: Me) -> StreamingResponse:
+        chat = chat_for(ident.user, thread)
 
         def events() -> Iterator[str]:
             steps: list[Any] = []
@@ -114,8 +280,14 @@ def create_app(settings: Settings) -> FastAPI:
                     result["values"] = chat.turn(
                         body.message, steps.append, lambda items: steps.append(items)
                     )
+                except ChatError as err:
+                    result["error"] = str(err)
                 except Exception as err:  # shown to the user, never swallowed silently
-                    result["error"] = f"{type(err).__name__}: {err}"
+                    log.exception("turn failed")
+                    result["error"] = (
+                        f"the turn failed ({type(err).__name__}: {err}); the session and "
+                        "your feedback are saved - try again"
+                    )
                 finally:
                     done.set()
 
@@ -137,11 +309,10 @@ def create_app(settings: Settings) -> FastAPI:
         return StreamingResponse(events(), media_type="text/event-stream")
 
     @app.post("/api/sessions/{thread}/feedback")
-    def feedback(thread: str, body: FeedbackRequest) -> dict[str, Any]:
-        chat = session(body.user, thread)
-        command = {"like": "like", "dislike": "dislike", "more": "more like"}[body.kind]
+    def feedback(thread: str, body: FeedbackRequest, ident: Me) -> dict[str, Any]:
+        chat = chat_for(ident.user, thread)
         try:
-            request, message = chat.feedback(f"{command} {body.n}")
+            request, message = chat.feedback_on(body.kind, body.item_id)
         except ChatError as err:
             raise HTTPException(400, str(err)) from err
         return {"message": message, "request": request}
@@ -149,8 +320,15 @@ def create_app(settings: Settings) -> FastAPI:
     return app
 
 
-def serve(settings: Settings, host: str, port: int) -> None:
+def serve(
+    settings: Settings, host: str, port: int, *, user: str | None = None, announce: Any = print
+) -> None:
     import uvicorn
 
-    _ = get_resources(settings).dataset  # fail early on a bad data set, before the server starts
-    uvicorn.run(create_app(settings), host=host, port=port, log_level="warning")
+    app = create_app(settings, host=host, signin_user=user)  # fails early on a bad data set
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    announce(
+        f"cdarec chat for user {app.state.signin_user}: open "
+        f"http://{shown}:{port}/signin?token={app.state.signin_token}  (Ctrl-C stops it)"
+    )
+    uvicorn.run(app, host=host, port=port, log_level="warning")

@@ -6,6 +6,7 @@ the next turn change."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -62,17 +63,29 @@ def web(smol_settings: Settings, tmp_path_factory: pytest.TempPathFactory):
         "196",
     ]
     url = f"http://127.0.0.1:{port}"
-    with serving(cmd, f"{url}/api/users", log, env=env):
-        yield url
+    with serving(cmd, f"{url}/healthz", log, env=env):
+        yield url, signin_link(log)
 
 
-def test_chat_in_a_real_browser(web: str, tmp_path: Path) -> None:
+def signin_link(log: Path) -> str:
+    """The one-off sign-in link `cdarec serve` printed at start."""
+    found = re.search(r"(http://\S+/signin\?token=\S+)", log.read_text())
+    assert found, f"serve printed no sign-in link:\n{log.read_text()[-2000:]}"
+    return found.group(1)
+
+
+def test_chat_in_a_real_browser(web: tuple[str, str], tmp_path: Path) -> None:
+    url, link = web
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
         page = browser.new_page(viewport={"width": 1280, "height": 900})
-        page.goto(web)
+        page.goto(url)  # signed out: only the sign-in form
+        expect(page.locator("body[data-ready='signin']")).to_have_count(1, timeout=30_000)
+        expect(page.locator("#signin")).to_be_visible()
+        expect(page.locator("#chat")).to_be_hidden()
+        page.goto(link)  # the printed link signs in as --user and lands on the chat
         expect(page.locator("body[data-ready='1']")).to_have_count(1, timeout=30_000)
-        expect(page.locator("#user")).to_have_value("196")
+        expect(page.locator("#who")).to_contain_text("196")
 
         page.fill("#message", "a funny animated movie")
         page.click("#send")

@@ -27,12 +27,17 @@ from rich.table import Table
 from cdarec.settings import Settings
 
 
-def _turn_over_http(client: httpx.Client, thread: str, user: str, message: str) -> dict[str, float]:
+def sign_in(client: httpx.Client, token: str) -> None:
+    """Sign in as a browser does, with the printed link; every POST then carries the
+    session's CSRF token."""
+    client.get(f"/signin?token={token}", follow_redirects=False).raise_for_status()
+    client.headers["x-csrf-token"] = client.get("/api/me").raise_for_status().json()["csrf"]
+
+
+def _turn_over_http(client: httpx.Client, thread: str, message: str) -> dict[str, float]:
     t0 = time.perf_counter()
     first_step = first_items = result = float("nan")
-    with client.stream(
-        "POST", f"/api/sessions/{thread}/turn", json={"user": user, "message": message}
-    ) as r:
+    with client.stream("POST", f"/api/sessions/{thread}/turn", json={"message": message}) as r:
         r.raise_for_status()
         for line in r.iter_lines():
             if line.startswith("event: step") and first_step != first_step:
@@ -69,11 +74,9 @@ def run(settings: Settings, sessions: int, console: Console, rounds: int = 2) ->
     from cdarec.service.chat import ChatSession
     from cdarec.web.server import create_app
 
-    user = settings.user_id or "1"
     port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
-    )
+    app = create_app(settings)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     threading.Thread(target=server.run, daemon=True).start()
     while not server.started:
         time.sleep(0.05)
@@ -86,21 +89,22 @@ def run(settings: Settings, sessions: int, console: Console, rounds: int = 2) ->
         term: list[dict[str, float]] = []
         web: list[dict[str, float]] = []
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=600) as client:
-            thread = client.post("/api/sessions", json={"user": user}).json()["thread"]
+            sign_in(client, app.state.signin_token)
+            thread = client.post("/api/sessions").json()["thread"]
             for r in range(rounds):
                 for req in requests:
                     term.append(_terminal_turn(terminal, req))
-                    web.append(_turn_over_http(client, thread, user, req))
+                    web.append(_turn_over_http(client, thread, req))
                     console.print(
                         f"[dim]round {r + 1}/{rounds} {req!r}: terminal "
                         f"{term[-1]['result_s']:.1f} s, web {web[-1]['result_s']:.1f} s[/dim]"
                     )
             threads = [
-                client.post("/api/sessions", json={"user": user}).json()["thread"]
+                client.post("/api/sessions").json()["thread"]
                 for _ in range(sessions)
             ]
             for i, th in enumerate(threads):
-                _turn_over_http(client, th, user, requests[i % len(requests)])
+                _turn_over_http(client, th, requests[i % len(requests)])
                 console.print(f"[dim]session {i + 1}/{sessions} answered[/dim]")
     finally:
         server.should_exit = True
