@@ -14,7 +14,7 @@ from cdarec.device.memory import Interaction
 from cdarec.graph.builder import CLOUD_NODES, DEVICE_NODES, build_graph
 from cdarec.graph.runtime import Resources, use_resources
 from cdarec.settings import Settings
-from cdarec.tracing import MASKED, PrivacyClient, guard_tracing, run_callbacks
+from cdarec.tracing import MASKED, PrivacyClient, guard_tracing, redact_paths, run_callbacks
 from tests.conftest import REAL_HOME
 from tests.fakes import by_task, fake_llm
 from tests.unit.test_graph_fake import JUDGE, PLAN, QUERIES
@@ -98,7 +98,12 @@ def test_langsmith_upload_masks_device_runs_and_keeps_the_tree(
     )
     [tracer] = run_callbacks(client)
     graph = build_graph(InMemorySaver())
-    cfg = {"configurable": {"thread_id": "t"}, "callbacks": [tracer]}
+    thread = "canary-user-3f9a2c1d"  # a thread id that names its user, as the chat's do
+    cfg = {
+        "configurable": {"thread_id": thread},
+        "metadata": {"user_id": "canary-user"},  # as ChatSession sets it (for `sessions`)
+        "callbacks": [tracer],
+    }
     graph.invoke({"request": "something like my last film"}, cfg, context=s)
     tracer.wait_for_futures()
     client.flush()
@@ -107,9 +112,22 @@ def test_langsmith_upload_masks_device_runs_and_keeps_the_tree(
     sent = "\n".join(session.bodies)
     assert session.bodies and CANARY not in sent
     assert CANARY.split()[1] not in sent  # not even a fragment
+    # Nothing device-derived either: the sequence model's proposals travel in the state
+    # that the plan's edge reads (it used to be uploaded unmasked, inheriting the planner
+    # node's "cloud" side); no user id, no thread id naming the user, no local path.
+    assert "proposals" not in sent
+    assert "canary-user" not in sent
+    assert str(home) not in sent and str(REAL_HOME) not in sent
     for node in (*CLOUD_NODES, *DEVICE_NODES):
         assert f'"name": "{node}"' in sent or f'"name":"{node}"' in sent, node
     assert "side:cloud" in sent and "side:device" in sent
     assert MASKED["masked"] in sent
     assert "light science fiction comedy" in sent  # cloud payloads stay readable
     assert '"bucket"' in sent and '"plan_weights"' in sent and '"tokens_out"' in sent
+
+
+def test_paths_are_cut_to_file_names() -> None:
+    assert redact_paths("/root/.cache/cdarec/models/x.gguf") == "x.gguf"
+    assert redact_paths("llamacpp:/home/u/m/qwen.gguf failed") == "llamacpp:qwen.gguf failed"
+    assert redact_paths("model_path='/a/b/c.gguf'") == "model_path='c.gguf'"
+    assert redact_paths("a 1990s comedy / drama") == "a 1990s comedy / drama"

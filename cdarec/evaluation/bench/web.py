@@ -99,10 +99,7 @@ def run(settings: Settings, sessions: int, console: Console, rounds: int = 2) ->
                         f"[dim]round {r + 1}/{rounds} {req!r}: terminal "
                         f"{term[-1]['result_s']:.1f} s, web {web[-1]['result_s']:.1f} s[/dim]"
                     )
-            threads = [
-                client.post("/api/sessions").json()["thread"]
-                for _ in range(sessions)
-            ]
+            threads = [client.post("/api/sessions").json()["thread"] for _ in range(sessions)]
             for i, th in enumerate(threads):
                 _turn_over_http(client, th, requests[i % len(requests)])
                 console.print(f"[dim]session {i + 1}/{sessions} answered[/dim]")
