@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -137,10 +137,14 @@ class Settings(BaseSettings):
         return self.home / "prompts"
 
     @classmethod
-    def coerce(cls, value: Settings | dict[str, Any] | None) -> Settings:
-        """Accept what LangGraph hands a node as context: None, a dict or a Settings."""
+    def coerce(cls, value: Settings | BaseModel | dict[str, Any] | None) -> Settings:
+        """Accept what LangGraph hands a node as context: None, a dict, a Settings or a
+        ``ServerContext`` (the LangGraph server's: its fields over the server's own
+        settings, from its environment and settings file)."""
         if isinstance(value, Settings):
             return value
+        if isinstance(value, BaseModel):
+            value = value.model_dump(exclude_unset=True)
         return cls(**(value or {}))
 
     def fingerprint(self) -> str:
@@ -162,3 +166,27 @@ class Settings(BaseSettings):
 def slug(name: str, limit: int = 60) -> str:
     """A file-name-safe form of a name (a data set, a user) for paths under the home."""
     return "".join(c if c.isalnum() or c in "-._" else "_" for c in name)[:limit] or "_"
+
+
+# What a caller of the LangGraph server may set per run: bounded knobs of one turn. Not the
+# home, the data set or model files (the server's operator chooses those, in its own
+# environment), and ``user_id`` only as the server's auth sets it (from the caller's
+# token; a value the caller sends is replaced).
+SERVER_CONTEXT_FIELDS = (
+    "user_id",
+    "planner",
+    "plan_cache",
+    "ablate",
+    "retrieval_k",
+    "sequence_k",
+    "judge_top",
+    "show_top",
+)
+ServerContext = create_model(  # the same field definitions (bounds, docs) as Settings'
+    "ServerContext",
+    __config__=ConfigDict(extra="forbid"),
+    **{
+        k: (Settings.model_fields[k].annotation, Settings.model_fields[k])
+        for k in SERVER_CONTEXT_FIELDS
+    },  # type: ignore[call-overload]
+)

@@ -68,8 +68,15 @@ def read_request(res: CloudResources, request: str) -> Constraints:
 def plan_strategy(
     state: CloudView, runtime: Runtime[Settings], config: RunnableConfig
 ) -> dict[str, Any]:
+    res = cloud_resources(runtime.context)
+    revived = res.revive_cloud_llm()  # the turn's first cloud step: is the server up?
     out = _plan_strategy(state, runtime, config)
-    ablate = cloud_resources(runtime.context).settings.ablate
+    if revived:
+        out["trace"] = [
+            r.model_copy(update={"detail": f"the cloud server had stopped: restarted; {r.detail}"})
+            for r in out["trace"]
+        ]
+    ablate = res.settings.ablate
     return {**out, "plan": ablated(out["plan"], ablate)} if ablate else out
 
 

@@ -52,7 +52,7 @@ class CloudResources(PublicResources):
     @lazy
     def catalogue(self) -> Catalogue:
         cat = open_catalogue(self.settings, self.dataset)
-        if cat.count() == 0:  # first use without `cdarec index`
+        if cat.count() != self.dataset.n_items:  # first use, or an index cut short: complete it
             cat.index(self.dataset.items)
         return cat
 
@@ -86,6 +86,12 @@ class CloudResources(PublicResources):
         index = CollabIndex(self.settings.chroma_dir, self.dataset.name, key)
         index.index(self.dataset.items, vectors)
         return index
+
+    def revive_cloud_llm(self) -> bool:
+        """Restart a dead embedded cloud server (see ``LLM.revive``); False when the model
+        was never built or needs nothing."""
+        llm = self.__dict__.get("cloud_llm")
+        return bool(llm is not None and llm.revive())
 
     def warm_up(self, prime: bool = True) -> None:
         """Start the cloud model; with ``prime``, also evaluate the shared system prompt of

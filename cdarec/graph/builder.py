@@ -35,7 +35,7 @@ from cdarec.device.nodes import (
     respond,
     summarize_on_device,
 )
-from cdarec.settings import Settings
+from cdarec.settings import ServerContext, Settings
 from cdarec.tracing import guard_tracing
 
 # What each node of ``LAYOUT`` runs.
@@ -67,9 +67,14 @@ def _cloud_view(state: State) -> dict[str, Any]:
     return {k: state[k] for k in CloudView.__annotations__ if k in state}  # type: ignore[literal-required]
 
 
-def build_graph(checkpointer: Checkpointer = None) -> Any:
+def build_graph(checkpointer: Checkpointer = None, context_schema: type[Any] = Settings) -> Any:
+    """``context_schema``: what a run's context is - the full ``Settings`` for cdarec's own
+    entry points, ``ServerContext`` (bounded per-turn knobs, the user from auth) for the
+    LangGraph server."""
     guard_tracing()  # before any LangSmith client exists
-    g = StateGraph(State, context_schema=Settings, input_schema=TurnInput, output_schema=TurnOutput)
+    g = StateGraph(
+        State, context_schema=context_schema, input_schema=TurnInput, output_schema=TurnOutput
+    )
     for node in LAYOUT:
         # A cloud node's input schema is the cloud view: it cannot read another channel.
         extra: dict[str, Any] = {"input_schema": CloudView} if node.side == "cloud" else {}
@@ -92,5 +97,7 @@ def build_graph(checkpointer: Checkpointer = None) -> Any:
     return g.compile(checkpointer=checkpointer, name="cdarec")
 
 
-# What `langgraph.json` serves: compiled without a checkpointer (the server brings one).
-graph = build_graph()
+# What `langgraph.json` serves: compiled without a checkpointer (the server brings one),
+# its callers' context limited to ``ServerContext`` (the server's auth, in
+# ``cdarec.service.server_auth``, sets the user from the caller's token).
+graph = build_graph(context_schema=ServerContext)

@@ -15,6 +15,7 @@ Aliases are the model names of ``cdarec/assets/manifest.toml``; a missing file i
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -65,6 +66,24 @@ class LLM:
     name: str
     chat: BaseChatModel
     json_mode: str = "json_object_schema"
+    # An embedded model's server and how to point a new client at it (None otherwise).
+    server: Any = None
+    reconnect: Callable[[str], BaseChatModel] | None = None
+
+    def revive(self) -> bool:
+        """An embedded server that died (killed, crashed) is started again and this
+        model's client pointed at it; returns whether that happened. A remote endpoint
+        needs nothing: its next call simply tries it again."""
+        if self.server is None or self.reconnect is None or self.server.alive():
+            return False
+        from cdarec.llm.server import EmbeddedServer
+
+        srv = self.server
+        self.server = EmbeddedServer.get(
+            srv.model_path, srv.alias, srv.n_ctx, srv.threads, srv.log_path.parent
+        )
+        self.chat = self.reconnect(self.server.base_url)
+        return True
 
     def json(self, schema: dict[str, Any], max_tokens: int, name: str = "output") -> Runnable:
         """Bound so that the reply is JSON for ``schema`` and at most ``max_tokens`` long."""
@@ -142,13 +161,16 @@ def build_llm(spec: str, settings: Settings) -> LLM:
     server = EmbeddedServer.get(
         path, alias, settings.llm_ctx, settings.llm_threads, settings.home / "logs"
     )
-    chat = ChatOpenAI(
-        model=alias,
-        base_url=server.base_url,
-        api_key="embedded-local",  # type: ignore[arg-type]
-        temperature=0,
-        timeout=settings.llm_timeout_s,
-        max_retries=0,
-        seed=settings.seed,
-    )
-    return LLM(spec, provider, alias, chat)
+
+    def connect(base_url: str) -> BaseChatModel:
+        return ChatOpenAI(
+            model=alias,
+            base_url=base_url,
+            api_key="embedded-local",  # type: ignore[arg-type]
+            temperature=0,
+            timeout=settings.llm_timeout_s,
+            max_retries=0,
+            seed=settings.seed,
+        )
+
+    return LLM(spec, provider, alias, connect(server.base_url), server=server, reconnect=connect)

@@ -160,6 +160,8 @@ class ChatSession:
             raise ChatError(str(err), 2) from err
         if self.res.refresh_sequence_model():
             self.notice = "The trained SASRec is ready: the device uses it from this turn on."
+        if self.res.cloud.revive_cloud_llm():
+            self.notice = "The embedded cloud server had stopped; it was started again."
         for mode, chunk in self.graph.stream(
             {"request": request},
             self.config,
