@@ -11,6 +11,7 @@ reads of its catalogue, and the prompt texts.
 from __future__ import annotations
 
 import threading
+from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Generic, TypeVar
@@ -124,13 +125,20 @@ class RunView:
         return getattr(self._shared, name)
 
 
-class Registry(Generic[T]):
-    """One side's resources by settings fingerprint (built on first use)."""
+MAX_CONFIGURATIONS = 4  # loaded configurations (models, catalogues) kept per side
 
-    def __init__(self, build: Callable[[Settings], T]) -> None:
+
+class Registry(Generic[T]):
+    """One side's resources by settings fingerprint (built on first use), at most
+    ``MAX_CONFIGURATIONS`` of them: the least recently used is dropped (its models are
+    freed with it) when another is loaded, so no caller can make a process load model
+    after model."""
+
+    def __init__(self, build: Callable[[Settings], T], limit: int = MAX_CONFIGURATIONS) -> None:
         self._build = build
-        self._items: dict[str, T] = {}
+        self._items: OrderedDict[str, T] = OrderedDict()
         self._lock = threading.Lock()
+        self.limit = limit
 
     def get(self, context: Settings | dict[str, Any] | None) -> T:
         settings = Settings.coerce(context)
@@ -139,6 +147,8 @@ class Registry(Generic[T]):
             res = self._items.get(key)
             if res is None:
                 res = self._items[key] = self._build(settings)
+                self._evict()
+            self._items.move_to_end(key)
         if res.settings == settings:
             return res
         return RunView(res, settings)  # type: ignore[return-value]
@@ -146,5 +156,18 @@ class Registry(Generic[T]):
     def install(self, res: T) -> T:
         """Use ``res`` for its settings (tests with fake models, benchmarks)."""
         with self._lock:
-            self._items[res.settings.fingerprint()] = res
+            key = res.settings.fingerprint()
+            self._items[key] = res
+            self._items.move_to_end(key)
+            self._evict()
         return res
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def _evict(self) -> None:
+        while len(self._items) > self.limit:
+            _, old = self._items.popitem(last=False)
+            close = getattr(old, "close", None)
+            if callable(close):
+                close()

@@ -46,6 +46,7 @@ from importlib import resources
 from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, StreamingResponse
 from pydantic import BaseModel, Field
 from starlette.middleware.trustedhost import TrustedHostMiddleware
@@ -214,6 +215,16 @@ def create_app(
             while len(chats) > MAX_CHATS:
                 chats.popitem(last=False)  # its thread stays in the checkpointer
         return chat
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # FastAPI's own handler echoes the input, and a lone surrogate in it (valid JSON
+        # escape, invalid UTF-8) crashed the error response itself: say what, not echo.
+        detail = [
+            {"loc": list(e.get("loc", ())), "msg": str(e.get("msg", "")), "type": e.get("type")}
+            for e in exc.errors()
+        ]
+        return JSONResponse({"detail": detail}, status_code=422)
 
     @app.get("/", response_class=HTMLResponse)
     def index() -> str:
