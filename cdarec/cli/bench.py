@@ -74,8 +74,22 @@ def cmd_bench_chat(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_load(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from cdarec.evaluation.bench.load import run
+
+    if args.sessions < 1 or args.turns < 1:
+        raise CliError("--sessions and --turns must be at least 1", 2)
+    try:
+        run(settings_from(args), args.sessions, args.turns, console, Path(args.out))
+    except ValueError as err:
+        raise CliError(str(err), 2) from err
+    return 0
+
+
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
-    """bench accuracy, latency, web, turns, chat"""
+    """bench accuracy, latency, web, turns, chat, load"""
     b = sub.add_parser("bench", help="benchmarks (print tables)").add_subparsers(
         dest="action", required=True
     )
@@ -177,3 +191,17 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     bc.add_argument("--seed", type=int, default=0, help="the draw of each user's requests")
     bc.add_argument("--out", default="results", help="folder for JSON and PNG")
     bc.set_defaults(func=cmd_bench_chat)
+
+    bld = b.add_parser(
+        "load",
+        parents=[common],
+        help="concurrent signed-in sessions through the web API: p50/p95, errors, memory",
+        description="Serves the web app on loopback and drives --sessions signed-in "
+        "sessions (one data set user each, API tokens made for the run and removed after) "
+        "through --turns turns each, all at once, after a one-session baseline. Prints "
+        "throughput, p50/p95 per turn, errors and memory; writes load.json and load.png.",
+    )
+    bld.add_argument("--sessions", type=int, default=20, help="concurrent sessions")
+    bld.add_argument("--turns", type=int, default=3, help="turns per session")
+    bld.add_argument("--out", default="results", help="folder for JSON and PNG")
+    bld.set_defaults(func=cmd_bench_load)

@@ -127,6 +127,20 @@ class Access:
             return 0
         return len(creds.tokens) + (creds.password is not None)
 
+    def revoke_tokens(self, user: str, name: str) -> int:
+        """Remove ``user``'s tokens labelled ``name`` (a benchmark's own); returns how many."""
+        with self._lock():
+            store = self._load()
+            creds = store.users.get(user)
+            if creds is None:
+                return 0
+            before = len(creds.tokens)
+            creds.tokens = [t for t in creds.tokens if t.name != name]
+            if creds.password is None and not creds.tokens:
+                del store.users[user]
+            self._save(store)
+        return before - len(creds.tokens)
+
     def check_password(self, user: str, password: str) -> bool:
         creds = self._load().users.get(user)
         if creds is None or creds.password is None:

@@ -104,3 +104,21 @@ def test_chat_bench_on_real_models(
     assert ran[2]["cloud_tokens_in"] > 0
     assert payload["servers_mb"], "the embedded cloud server's memory is reported"
     assert (tmp_path / "chat-ml-100k.png").stat().st_size > 1000
+
+
+def test_load_bench_on_real_models(
+    bench_settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The structure of `bench load`'s report: signed-in concurrent sessions over the
+    real web API (never its times); the run's tokens are removed after."""
+    from cdarec.evaluation.bench import load
+    from cdarec.service.access import Access
+
+    monkeypatch.setattr(runtime, "train_config", lambda ds: TINY)
+    payload = load.run(bench_settings, 3, 2, Console(), tmp_path)
+    assert payload["single"]["turns"] == 2 and payload["load"]["turns"] == 6
+    assert payload["load"]["errors"] == 0 and payload["single"]["errors"] == 0
+    assert payload["summary"]["memory_peak_mb"] > 0 and len(payload["memory"]) > 2
+    assert payload["summary"]["verdict"] in ("met", "NOT met")
+    assert Access(bench_settings.home).users() == []  # the bench's tokens are gone
+    assert (tmp_path / "load.png").stat().st_size > 1000
