@@ -98,7 +98,12 @@ class Settings(BaseSettings):
         description="CPU threads per llama.cpp model.",
     )
     llm_ctx: int = Field(default=2048, ge=512, description="Context window for local models.")
-    llm_timeout_s: float = Field(default=120.0, gt=0, description="Timeout of one LLM call.")
+    llm_timeout_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="Timeout of one LLM call; a failing cloud endpoint costs a turn at most "
+        "this once (later cloud calls of the turn fall back at once).",
+    )
     seed: int = Field(default=0, description="Seed for sampling and local models.")
 
     @field_validator("home", mode="before")

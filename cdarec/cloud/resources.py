@@ -88,10 +88,14 @@ class CloudResources(PublicResources):
         return index
 
     def revive_cloud_llm(self) -> bool:
-        """Restart a dead embedded cloud server (see ``LLM.revive``); False when the model
-        was never built or needs nothing."""
+        """At a turn's start: forget the last turn's endpoint failure (this turn tries it
+        again) and restart a dead embedded cloud server (see ``LLM.revive``); returns
+        whether it was restarted. Nothing is built here."""
         llm = self.__dict__.get("cloud_llm")
-        return bool(llm is not None and llm.revive())
+        if llm is None:
+            return False
+        llm.new_turn()
+        return bool(llm.revive())
 
     def warm_up(self, prime: bool = True) -> None:
         """Start the cloud model; with ``prime``, also evaluate the shared system prompt of

@@ -67,6 +67,7 @@ def summarize_on_device(
     state: State, runtime: Runtime[Settings], config: RunnableConfig
 ) -> dict[str, Any]:
     res = device_resources(runtime.context)
+    res.new_turn()
     turn = int(state.get("turn") or 0) + 1
     step = Step("summarize_on_device", "device", turn)
     rec = res.device_record(res.settings.user_id)

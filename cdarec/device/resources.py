@@ -132,6 +132,12 @@ class DeviceResources(PublicResources):
     def device_llm(self) -> LLM:
         return build_llm(self.settings.device_model, self.settings)
 
+    def new_turn(self) -> None:
+        """A turn starts: the device model is tried again even if it failed last turn."""
+        llm = self.__dict__.get("device_llm")
+        if llm is not None:
+            llm.new_turn()
+
     def warm_up(self) -> None:
         """Load the device SLM and evaluate its judgement's system prompt once, so that a
         session's first judgement pays only for its own message."""

@@ -69,6 +69,14 @@ class LLM:
     # An embedded model's server and how to point a new client at it (None otherwise).
     server: Any = None
     reconnect: Callable[[str], BaseChatModel] | None = None
+    # Once the endpoint itself fails (dead, hung past the timeout, HTTP 500, a body that
+    # is not an answer), later calls of the same turn are not sent: a turn waits for a
+    # failing cloud once, not once per call. The next turn tries again (``new_turn``).
+    failed_at: float | None = None
+    failure: str = ""
+
+    def new_turn(self) -> None:
+        self.failed_at, self.failure = None, ""
 
     def revive(self) -> bool:
         """An embedded server that died (killed, crashed) is started again and this

@@ -62,7 +62,9 @@ class EmbeddedServer:
     def get(
         cls, model_path: Path, alias: str, n_ctx: int, threads: int, log_dir: Path
     ) -> EmbeddedServer:
-        key = (str(model_path), alias, n_ctx, threads)
+        # By the real file: one server for a model however it is reached (a test home's
+        # models are links to the real ones).
+        key = (str(Path(model_path).resolve()), alias, n_ctx, threads)
         with cls._lock:
             srv = cls._instances.get(key)
             if srv is None or not srv.alive():

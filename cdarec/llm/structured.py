@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
@@ -91,6 +92,13 @@ def call_structured(
     salvage: Callable[[str], T | None] | None = None,
 ) -> Structured[T]:
     usage = Usage()
+    if llm.failed_at is not None:
+        ago = time.monotonic() - llm.failed_at
+        error = (
+            f"model call skipped ({llm.spec}): it failed {ago:.0f} s ago in this turn "
+            f"({llm.failure})"
+        )
+        return Structured(fallback(), "fallback", error=error, usage=usage)
     runnable = llm.json(json_schema or schema.model_json_schema(), max_tokens, schema.__name__)
     raw = ""
     try:
@@ -124,4 +132,5 @@ def call_structured(
             error = f"invalid after repair: {_short(err)}"
     except Exception as err:  # the endpoint itself failed: dead server, timeout, HTTP error
         error = f"model call failed ({llm.spec}): {_short(err)}"
+        llm.failed_at, llm.failure = time.monotonic(), _short(err)
     return Structured(fallback(), "fallback", error=error, raw=raw, usage=usage)

@@ -186,7 +186,7 @@ def turn_warnings(values: dict[str, Any]) -> list[str]:
         if r.status != "fallback":
             continue
         hint = ""
-        if "model call failed" in r.detail:
+        if "model call failed" in r.detail or "model call skipped" in r.detail:
             hint = (
                 " - check that the endpoint is up (OPENAI_BASE_URL / OLLAMA_HOST) or "
                 "choose another model with --cloud-model / --device-model"

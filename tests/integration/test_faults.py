@@ -5,21 +5,28 @@ names the fix; nothing saved is lost."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
+import uvicorn
+from fastapi import FastAPI, Request, Response
 
 from cdarec.cli import main
 from cdarec.cloud.resources import cloud_resources
 from cdarec.graph.checkpoint import CheckpointError
 from cdarec.graph.runtime import get_resources
-from cdarec.service.chat import ChatSession
+from cdarec.llm.server import free_port
+from cdarec.service.chat import ChatSession, turn_warnings
 from cdarec.settings import Settings
 
 pytestmark = pytest.mark.integration
@@ -102,3 +109,152 @@ def test_a_session_database_locked_by_another_process_is_waited_for(
     conn = sqlite3.connect(db)
     n = conn.execute("select count(*) from checkpoints where thread_id='locked-1'").fetchone()[0]
     assert n > 0
+
+
+class FaultyEndpoint:
+    """An OpenAI-compatible endpoint that fails as remote endpoints do: HTTP 500, a body
+    that is not an answer, or no answer at all (hung)."""
+
+    def __init__(self) -> None:
+        self.mode = "500"
+        self.calls = 0
+        app = FastAPI()
+
+        @app.get("/v1/models")
+        async def models() -> dict[str, Any]:
+            return {"object": "list", "data": [{"id": "faulty", "object": "model"}]}
+
+        @app.post("/v1/chat/completions")
+        async def chat(request: Request) -> Response:
+            self.calls += 1
+            await request.body()
+            if self.mode == "500":
+                return Response('{"error": "internal"}', 500, media_type="application/json")
+            if self.mode == "garbage":
+                return Response("<html>gateway oops</html>", 200, media_type="text/html")
+            await asyncio.sleep(3600)  # hung
+            return Response("", 200)
+
+        self.app = app
+
+
+@pytest.fixture(scope="module")
+def faulty() -> Any:
+    endpoint = FaultyEndpoint()
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(endpoint.app, host="127.0.0.1", port=port, log_level="error")
+    )
+    threading.Thread(target=server.run, daemon=True).start()
+    while not server.started:
+        time.sleep(0.05)
+    endpoint.url = f"http://127.0.0.1:{port}/v1"  # type: ignore[attr-defined]
+    yield endpoint
+    server.should_exit = True
+
+
+@pytest.mark.parametrize("mode", ["500", "garbage", "hung"])
+def test_a_failing_cloud_endpoint_costs_one_timeout_and_is_said(
+    mode: str, faulty: Any, smol_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The turn ends in a device-only answer that says the cloud failed, within the
+    stated deadline: one ``llm_timeout_s`` of waiting for the cloud (later cloud calls
+    of the turn are not sent) plus the device's own work; the next turn tries the
+    endpoint again."""
+    monkeypatch.setenv("OPENAI_BASE_URL", faulty.url)
+    monkeypatch.setenv("OPENAI_API_KEY", "local")
+    timeout = 4.0
+    s = smol_settings.model_copy(
+        update={
+            "cloud_model": "openai:faulty",
+            "planner": "llm",
+            "plan_cache": False,
+            "llm_timeout_s": timeout,
+        }
+    )
+    faulty.mode = mode
+    session = ChatSession(s, None, warm_up="off")
+    session.turn("something to cheer me up")  # loads the device model (not timed)
+    faulty.calls = 0
+    t0 = time.monotonic()
+    values = session.turn("a warm film to cheer me up")
+    wall = time.monotonic() - t0
+    warnings = turn_warnings(values)
+    assert values["ranking"], "a device-only answer"
+    assert any("plan_strategy" in w and "model call failed" in w for w in warnings), warnings
+    assert any("check that the endpoint is up" in w for w in warnings)
+    # at most two requests reach it (the client's one retry), then the turn stops asking
+    assert faulty.calls <= 2, faulty.calls
+    # the cloud's steps waited for the endpoint once: two tries of one call, no more
+    cloud_s = sum(r.ms for r in values["trace"] if r.side == "cloud") / 1000
+    assert cloud_s < 2 * timeout + 3, f"cloud steps took {cloud_s:.1f} s (turn {wall:.1f} s)"
+    faulty.calls = 0
+    session.turn("a calm film for a rainy evening")
+    assert faulty.calls >= 1  # the next turn tried the endpoint again
+
+
+def test_the_chat_killed_mid_turn_resumes_with_every_completed_turn_and_feedback(
+    smol_settings: Settings, tmp_path: Path
+) -> None:
+    """`cdarec chat` as a person runs it (a process reading typed lines), SIGKILLed in the
+    middle of its third turn: resuming the thread shows both completed turns and the
+    feedback given between them."""
+    s = smol_settings
+    thread = "killed-mid-turn"
+    cmd = [
+        sys.executable, "-m", "cdarec.cli", "chat", "--home", str(s.home), "--dataset",
+        s.dataset, "--device-model", s.device_model, "--cloud-model", s.cloud_model,
+        "--user", "196", "--thread", thread,
+    ]  # fmt: skip
+    env = {**os.environ, "CDAREC_JUDGE_TOP": "4", "CDAREC_SHOW_TOP": "4"}
+    proc = subprocess.Popen(
+        cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True, env=env,
+    )  # fmt: skip
+    assert proc.stdin is not None and proc.stdout is not None
+
+    def until(marker: str, timeout_s: float = 240) -> str:
+        seen, deadline = [], time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            assert line, "the chat exited:\n" + "".join(seen)
+            seen.append(line)
+            if marker in line:
+                return "".join(seen)
+        raise AssertionError(f"no {marker!r} in:\n{''.join(seen)}")
+
+    for text, marker in [
+        ("a funny animated film", "plan:"),
+        ("dislike 1", "disliked"),
+        ("a tense thriller", "plan:"),
+        ("like 2", "liked"),
+    ]:
+        proc.stdin.write(text + "\n")
+        proc.stdin.flush()
+        until(marker)
+    proc.stdin.write("a western from the 1960s\n")
+    proc.stdin.flush()
+    until("summarize_on_device")  # the third turn is under way
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=10)
+
+    graph_out = subprocess.run(
+        [sys.executable, "-m", "cdarec.cli", "trace", thread, "--home", str(s.home),
+         "--dataset", s.dataset, "--json"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert graph_out.returncode == 0, graph_out.stderr
+    turns = json.loads(graph_out.stdout)
+    assert [t["request"] for t in turns][:2] == ["a funny animated film", "a tense thriller"]
+    rec = get_resources(s).memory.load("196")
+    kinds = [(f.kind, f.thread) for f in rec.feedback if f.thread == thread]
+    assert kinds == [("dislike", thread), ("like", thread)]
+
+
+def test_a_corrupted_catalogue_is_moved_aside_and_rebuilt(home: Path) -> None:
+    s = Settings(home=home, dataset="ml-100k")
+    db = s.chroma_dir / "chroma.sqlite3"
+    db.write_bytes(b"not a database " * 1000)
+    cat = cloud_resources(s).catalogue
+    assert cat.count() == cloud_resources(s).dataset.n_items
+    assert list(home.glob("chroma.corrupt-*")), "the bad folder is kept for inspection"

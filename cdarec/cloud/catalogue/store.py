@@ -9,7 +9,10 @@ only new or changed items and deletes items that left the data set.
 from __future__ import annotations
 
 import hashlib
+import logging
+import os
 import re
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +25,8 @@ from langchain_chroma import Chroma
 from cdarec.data import Dataset, Item
 from cdarec.llm.embeddings import MiniLMEmbeddings
 from cdarec.settings import Settings
+
+log = logging.getLogger(__name__)
 
 BATCH = 256
 
@@ -217,5 +222,27 @@ def build_where(
 
 
 def open_catalogue(settings: Settings, dataset: Dataset) -> Catalogue:
+    """The data set's catalogue. A Chroma folder that cannot be opened (a corrupted
+    database) is moved aside and rebuilt: the catalogue is public data derived from the
+    data set, so a rebuild loses nothing (the caller indexes what is missing)."""
     emb = MiniLMEmbeddings.from_home(settings.home, settings.embedder, threads=settings.llm_threads)
-    return Catalogue(settings.chroma_dir, dataset.name, settings.embedder, emb)
+    try:
+        cat = Catalogue(settings.chroma_dir, dataset.name, settings.embedder, emb)
+        cat.count()
+        return cat
+    except Exception as err:  # chromadb raises its own InternalError, or sqlite's
+        aside = settings.chroma_dir.with_name(
+            f"{settings.chroma_dir.name}.corrupt-{int(time.time())}"
+        )
+        log.warning(
+            "the Chroma catalogue at %s could not be opened (%s); moved aside to %s and "
+            "rebuilt from the data set",
+            settings.chroma_dir,
+            err,
+            aside,
+        )
+        from chromadb.api.client import SharedSystemClient
+
+        SharedSystemClient.clear_system_cache()  # the failed client is cached by path
+        os.replace(settings.chroma_dir, aside)
+        return Catalogue(settings.chroma_dir, dataset.name, settings.embedder, emb)
