@@ -39,6 +39,7 @@ import json
 import logging
 import secrets
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -64,6 +65,7 @@ log = logging.getLogger(__name__)
 COOKIE = "cdarec_session"
 MAX_CHATS = 64  # live chat sessions kept in memory (least recently used dropped first)
 MAX_SIGNINS = 256
+MAX_FAILURES, FAILURE_WINDOW_S = 5, 300.0  # wrong passwords per user, then a pause
 
 
 class SignIn(BaseModel):
@@ -98,6 +100,24 @@ class WebAccess:
     signin_token: str = field(default_factory=one_off_token)
     sessions: OrderedDict[str, Identity] = field(default_factory=OrderedDict)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    failures: dict[str, list[float]] = field(default_factory=dict)  # user -> failed tries
+
+    def throttled(self, user: str) -> float:
+        """Seconds until ``user`` may try a password again (0: now): after
+        ``MAX_FAILURES`` wrong passwords within ``FAILURE_WINDOW_S``, one window."""
+        now = time.monotonic()
+        with self.lock:
+            recent = [t for t in self.failures.get(user, []) if now - t < FAILURE_WINDOW_S]
+            self.failures[user] = recent
+            if len(recent) < MAX_FAILURES:
+                return 0.0
+            return FAILURE_WINDOW_S - (now - recent[0])
+
+    def failed(self, user: str) -> None:
+        with self.lock:
+            self.failures.setdefault(user, []).append(time.monotonic())
+            while len(self.failures) > MAX_SIGNINS:  # bounded, whoever is tried
+                self.failures.pop(next(iter(self.failures)))
 
     def open(self, user: str) -> tuple[str, Identity]:
         sid, ident = secrets.token_urlsafe(32), Identity(user, csrf=secrets.token_urlsafe(32))
@@ -250,8 +270,17 @@ def create_app(
         return resp
 
     @app.post("/api/signin")
-    def signin(body: SignIn) -> JSONResponse:
+    def signin(body: SignIn, request: Request) -> JSONResponse:
+        origin = request.headers.get("origin")
+        if origin and origin.split("://", 1)[-1] != request.headers.get("host"):
+            raise HTTPException(403, "a sign-in from another site was refused")  # login CSRF
+        wait = web.throttled(body.user)
+        if wait > 0:
+            raise HTTPException(
+                429, f"too many wrong passwords for this user; try again in {wait:.0f} s"
+            )
         if not web.access.check_password(body.user, body.password):
+            web.failed(body.user)
             raise HTTPException(401, "wrong user or password")
         return signed_in(body.user)
 

@@ -187,3 +187,18 @@ def test_bad_messages_end_in_a_clear_error(app: Any) -> None:
     assert r.status_code == 422  # past the body's own bound: refused before any work
     for odd in ["[/]", "[bold]x[/bold] <script>alert(1)</script>", "\x00\x1b[31m\u202e", ""]:
         assert turn(c, h, thread, odd)[-1][0] == "result", odd
+
+
+def test_password_guessing_is_throttled_and_cross_site_sign_in_refused(app: Any) -> None:
+    c = TestClient(app, base_url=BASE)
+    for _ in range(5):
+        assert (
+            c.post("/api/signin", json={"user": "1", "password": "guess-guess"}).status_code == 401
+        )
+    r = c.post("/api/signin", json={"user": "1", "password": "password-of-1"})
+    assert r.status_code == 429 and "try again in" in r.json()["detail"]  # even the right one
+    other = c.post("/api/signin", json={"user": "196", "password": "x" * 8})
+    assert other.status_code == 401  # per user: another user is not locked out
+    evil = {"origin": "http://evil.example"}
+    r = c.post("/api/signin", json={"user": "196", "password": "x" * 8}, headers=evil)
+    assert r.status_code == 403
