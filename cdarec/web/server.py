@@ -55,7 +55,7 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 from cdarec.contract.request import MAX_REQUEST_CHARS
 from cdarec.graph.checkpoint import sqlite_checkpointer
 from cdarec.graph.runtime import UserNotFoundError, get_resources
-from cdarec.service.access import Access, one_off_token, same_secret
+from cdarec.service.access import Access, AccessError, one_off_token, same_secret
 from cdarec.service.chat import ChatError, ChatSession, turn_result
 from cdarec.service.sessions import list_sessions, thread_owner
 from cdarec.settings import Settings
@@ -163,7 +163,10 @@ def identity(request: Request) -> Identity:
     web: WebAccess = request.app.state.web
     auth = request.headers.get("authorization", "")
     if auth.lower().startswith("bearer "):
-        user = web.access.user_of_token(auth[7:].strip())
+        try:
+            user = web.access.user_of_token(auth[7:].strip())
+        except AccessError as err:  # the credentials file is unreadable: say how to fix it
+            raise HTTPException(503, str(err)) from err
         if user is None:
             raise HTTPException(401, "the API token is not valid: `cdarec access token`")
         return Identity(user, via="token")
@@ -279,7 +282,11 @@ def create_app(
             raise HTTPException(
                 429, f"too many wrong passwords for this user; try again in {wait:.0f} s"
             )
-        if not web.access.check_password(body.user, body.password):
+        try:
+            good = web.access.check_password(body.user, body.password)
+        except AccessError as err:
+            raise HTTPException(503, str(err)) from err
+        if not good:
             web.failed(body.user)
             raise HTTPException(401, "wrong user or password")
         return signed_in(body.user)

@@ -202,3 +202,12 @@ def test_password_guessing_is_throttled_and_cross_site_sign_in_refused(app: Any)
     evil = {"origin": "http://evil.example"}
     r = c.post("/api/signin", json={"user": "196", "password": "x" * 8}, headers=evil)
     assert r.status_code == 403
+
+
+def test_an_unreadable_credentials_file_is_a_clear_error(app: Any, home: Path) -> None:
+    (home / "auth" / "credentials.json").write_text("{ not json")
+    c = TestClient(app, base_url=BASE)
+    r = c.get("/api/me", headers={"authorization": "Bearer cdarec_x"})
+    assert r.status_code == 503 and "move it aside" in r.json()["detail"]
+    r = c.post("/api/signin", json={"user": "1", "password": "password-of-1"})
+    assert r.status_code == 503
