@@ -18,7 +18,7 @@ from typing import Any
 from langgraph_sdk import Auth
 from pydantic import ValidationError
 
-from cdarec.service.access import Access
+from cdarec.service.access import Access, AccessError
 from cdarec.settings import SERVER_CONTEXT_FIELDS, ServerContext, Settings
 
 auth = Auth()
@@ -27,9 +27,14 @@ auth = Auth()
 @auth.authenticate
 async def authenticate(authorization: str | None) -> Auth.types.MinimalUserDict:
     scheme, _, token = (authorization or "").partition(" ")
-    user = (
-        Access(Settings().home).user_of_token(token.strip()) if scheme.lower() == "bearer" else None
-    )
+    try:
+        user = (
+            Access(Settings().home).user_of_token(token.strip())
+            if scheme.lower() == "bearer"
+            else None
+        )
+    except AccessError as err:  # an unreadable credentials file: say how to fix it
+        raise Auth.exceptions.HTTPException(status_code=503, detail=str(err)) from err
     if user is None:
         raise Auth.exceptions.HTTPException(
             status_code=401,
