@@ -258,3 +258,63 @@ def test_a_corrupted_catalogue_is_moved_aside_and_rebuilt(home: Path) -> None:
     cat = cloud_resources(s).catalogue
     assert cat.count() == cloud_resources(s).dataset.n_items
     assert list(home.glob("chroma.corrupt-*")), "the bad folder is kept for inspection"
+
+
+def test_the_web_server_killed_mid_turn_keeps_completed_turns_and_feedback(
+    smol_settings: Settings, tmp_path: Path
+) -> None:
+    """`cdarec serve` SIGKILLed while a turn streams: a restarted server shows the user's
+    session with its completed turn, and the feedback given before the kill is kept."""
+    import httpx
+
+    from tests.fixtures.serve import serving
+
+    s = smol_settings
+    env = {**os.environ, "CDAREC_JUDGE_TOP": "4", "CDAREC_SHOW_TOP": "4"}
+
+    def start(log: Path) -> Any:
+        port = free_port()
+        cmd = [
+            sys.executable, "-m", "cdarec.cli", "serve", "--port", str(port), "--home",
+            str(s.home), "--dataset", s.dataset, "--device-model", s.device_model,
+            "--cloud-model", s.cloud_model, "--user", "196",
+        ]  # fmt: skip
+        return serving(cmd, f"http://127.0.0.1:{port}/healthz", log, env=env), port
+
+    def signed_in(log: Path, port: int) -> httpx.Client:
+        import re
+
+        link = re.search(r"(http://\S+/signin\?token=\S+)", log.read_text())
+        assert link, log.read_text()[-2000:]
+        c = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=300)
+        c.get(link.group(1).split(f":{port}", 1)[1], follow_redirects=False)
+        c.headers["x-csrf-token"] = c.get("/api/me").json()["csrf"]
+        return c
+
+    log1 = tmp_path / "serve-1.log"
+    ctx, port = start(log1)
+    with ctx as proc:
+        c = signed_in(log1, port)
+        thread = c.post("/api/sessions").json()["thread"]
+        body = c.post(f"/api/sessions/{thread}/turn", json={"message": "a funny film"}).text
+        ranking = json.loads(body.strip().split("\n\n")[-1].split("data: ", 1)[1])["ranking"]
+        liked = ranking[0]["item_id"]
+        r = c.post(f"/api/sessions/{thread}/feedback", json={"kind": "like", "item_id": liked})
+        assert r.status_code == 200
+        with c.stream(
+            "POST", f"/api/sessions/{thread}/turn", json={"message": "a tense thriller"}
+        ) as resp:
+            for line in resp.iter_lines():
+                if line.startswith("event: step"):  # the second turn is under way
+                    os.kill(proc.pid, signal.SIGKILL)
+                    break
+        proc.wait(timeout=10)
+
+    log2 = tmp_path / "serve-2.log"
+    ctx, port = start(log2)
+    with ctx:
+        c = signed_in(log2, port)
+        [info] = [x for x in c.get("/api/sessions").json() if x["thread"] == thread]
+        assert info["turns"] >= 1 and info["last_request"] in ("a funny film", "a tense thriller")
+    rec = get_resources(s).memory.load("196")
+    assert ("like", liked) in [(f.kind, f.item_id) for f in rec.feedback if f.thread == thread]
