@@ -131,3 +131,11 @@ def test_paths_are_cut_to_file_names() -> None:
     assert redact_paths("llamacpp:/home/u/m/qwen.gguf failed") == "llamacpp:qwen.gguf failed"
     assert redact_paths("model_path='/a/b/c.gguf'") == "model_path='c.gguf'"
     assert redact_paths("a 1990s comedy / drama") == "a 1990s comedy / drama"
+
+
+def test_the_readable_run_names_are_exactly_the_cloud_nodes() -> None:
+    """``tracing`` names the cloud's nodes itself (it sits below the graph); they must be
+    the layout's, or a renamed node would be masked and a new one go unlisted."""
+    from cdarec.tracing import CLOUD_RUN_NAMES
+
+    assert set(CLOUD_RUN_NAMES) == set(CLOUD_NODES)
