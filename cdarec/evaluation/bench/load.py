@@ -25,7 +25,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from cdarec.evaluation.bench.turns import percentile
+from cdarec.evaluation.bench.turns import percentile, rss_mb
 from cdarec.evaluation.report import settings_summary, write_report
 from cdarec.settings import Settings
 
@@ -37,17 +37,6 @@ REQUESTS = [
     "a romantic film, nothing scary",
 ]
 TOKEN_NAME = "cdarec bench load"
-
-
-def _rss_mb(pid: int) -> float:
-    try:
-        with open(f"/proc/{pid}/status") as fh:
-            for line in fh:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return 0.0
 
 
 class MemorySampler(threading.Thread):
@@ -67,11 +56,12 @@ class MemorySampler(threading.Thread):
 
         while not self.stop.is_set():
             servers = sum(
-                _rss_mb(s.proc.pid)
+                rss_mb(s.proc.pid, "VmRSS")
                 for s in list(EmbeddedServer._instances.values())
-                if s.proc is not None
+                if s.proc is not None and s.alive()
             )
-            self.samples.append((time.monotonic() - self.t0, _rss_mb(os.getpid()), servers))
+            app = rss_mb(os.getpid(), "VmRSS")
+            self.samples.append((time.monotonic() - self.t0, app, servers))
             self.stop.wait(self.every_s)
 
 
@@ -133,10 +123,8 @@ def _summary(rows: list[dict[str, Any]], wall: float, sessions: int) -> dict[str
 def run(
     settings: Settings, sessions: int, turns: int, console: Console, out: Path
 ) -> dict[str, Any]:
-    import uvicorn
-
+    from cdarec.evaluation.bench.web import serve_in_thread
     from cdarec.graph.runtime import get_resources
-    from cdarec.llm.server import free_port
     from cdarec.service.access import Access
     from cdarec.web.server import create_app
 
@@ -146,13 +134,8 @@ def run(
         raise ValueError(f"the data set has {len(users)} users; --sessions {sessions} needs more")
     access = Access(settings.home)
     tokens = [access.new_token(u, name=TOKEN_NAME) for u in users]
-    port = free_port()
     app = create_app(settings)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    threading.Thread(target=server.run, daemon=True).start()
-    while not server.started:
-        time.sleep(0.05)
-    url = f"http://127.0.0.1:{port}"
+    server, url = serve_in_thread(app)
     sampler = MemorySampler()
     sampler.start()
     phases: dict[str, Any] = {}

@@ -33,15 +33,21 @@ REQUESTS = [
 ]
 
 
-def peak_rss_mb(pid: int) -> float:
+def rss_mb(pid: int, key: str = "VmHWM") -> float:
+    """A process's memory in MB from /proc: its peak RSS (``VmHWM``) or current
+    (``VmRSS``); NaN when the process is gone."""
     try:
         with open(f"/proc/{pid}/status") as fh:
             for line in fh:
-                if line.startswith("VmHWM:"):
+                if line.startswith(f"{key}:"):
                     return int(line.split()[1]) / 1024
     except OSError:
         pass
     return float("nan")
+
+
+def peak_rss_mb(pid: int) -> float:
+    return rss_mb(pid, "VmHWM")
 
 
 def peak_memory() -> tuple[float, dict[str, float]]:

@@ -66,20 +66,28 @@ def _median(rows: list[dict[str, float]], key: str) -> float:
     return statistics.median(vals) if vals else float("nan")
 
 
-def run(settings: Settings, sessions: int, console: Console, rounds: int = 2) -> dict[str, Any]:
+def serve_in_thread(app: Any) -> tuple[Any, str]:
+    """``app`` under uvicorn on a free loopback port, in a daemon thread, once it
+    answers; returns the server (``should_exit = True`` stops it) and its URL."""
     import uvicorn
 
-    from cdarec.evaluation.bench.turns import add_memory_rows, peak_memory
     from cdarec.llm.server import free_port
-    from cdarec.service.chat import ChatSession
-    from cdarec.web.server import create_app
 
     port = free_port()
-    app = create_app(settings)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     threading.Thread(target=server.run, daemon=True).start()
     while not server.started:
         time.sleep(0.05)
+    return server, f"http://127.0.0.1:{port}"
+
+
+def run(settings: Settings, sessions: int, console: Console, rounds: int = 2) -> dict[str, Any]:
+    from cdarec.evaluation.bench.turns import add_memory_rows, peak_memory
+    from cdarec.service.chat import ChatSession
+    from cdarec.web.server import create_app
+
+    app = create_app(settings)
+    server, url = serve_in_thread(app)
     requests = ["a comedy for tonight", "something like Alien but lighter", "a tense thriller"]
     try:
         terminal = ChatSession(settings, thread=None)
@@ -88,7 +96,7 @@ def run(settings: Settings, sessions: int, console: Console, rounds: int = 2) ->
             terminal.turn(req)
         term: list[dict[str, float]] = []
         web: list[dict[str, float]] = []
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=600) as client:
+        with httpx.Client(base_url=url, timeout=600) as client:
             sign_in(client, app.state.signin_token)
             thread = client.post("/api/sessions").json()["thread"]
             for r in range(rounds):
