@@ -82,6 +82,29 @@ class Settings(BaseSettings):
         "semantic retrieval, the sequence model or collaborative retrieval, whatever the "
         "plan says.",
     )
+    # Privacy (issue 17; `cdarec bench privacy` measures each choice).
+    collab_side: Literal["device", "cloud"] = Field(
+        default="device",
+        description="Where collaborative retrieval (the user vector against the model's "
+        "item vectors) runs: 'device' (the vector never leaves it: the catalogue's item "
+        "table fits every device here) or 'cloud' (the vector is sent, on turns whose plan "
+        "runs collaborative retrieval only: for catalogues too large for the device).",
+    )
+    collab_noise: float = Field(
+        default=0.0,
+        ge=0.0,
+        le=100.0,
+        description="With collab_side='cloud': the Gaussian mechanism's sigma on the "
+        "unit-length user vector before it is sent (0 = sent as computed); the epsilon "
+        "for delta=1e-5 is printed by `cdarec bench privacy`.",
+    )
+    abstract_k: int = Field(
+        default=100,
+        ge=1,
+        description="The abstract the cloud sees is generalised until at least this many "
+        "of the data set's users share it (k-anonymity against the public population "
+        "table); 1 = the most detailed abstract.",
+    )
     embedder: str = Field(default="minilm-l6-int8", description="Catalogue embedding model.")
     retrieval_k: int = Field(
         default=30, ge=1, le=500, description="Default number of candidates the cloud retrieves."

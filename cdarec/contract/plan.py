@@ -217,6 +217,18 @@ class PlanDraft(BaseModel):
         return self
 
 
+def uses_sequence(abstract: UserAbstract) -> bool:
+    """Whether every plan for this user runs the sequence model and, with it,
+    collaborative retrieval (``plan_for``'s guardrail): the device knows before the plan
+    whether the turn's collaborative retrieval will need the user vector."""
+    return abstract.state.bucket != "cold" or abstract.state.live_feedback != "none"
+
+
+def runs_collab(abstract: UserAbstract, ablate: Iterable[str] = ()) -> bool:
+    """Whether this turn's plan will run collaborative retrieval (``plan_for``, ``ablated``)."""
+    return uses_sequence(abstract) and "collab" not in set(ablate)
+
+
 def plan_for(
     strategy: Strategy,
     abstract: UserAbstract,
@@ -230,7 +242,7 @@ def plan_for(
     w_seq, w_sem, w_sim, w_judge = spec.weights
     # A guardrail, not a preference: a user with history always gets the model of that
     # history (the strategy decides how much it weighs); a cold user only after feedback.
-    sequence = abstract.state.bucket != "cold" or abstract.state.live_feedback != "none"
+    sequence = uses_sequence(abstract)
     if not sequence:
         w_seq = 0.0
     k = (

@@ -21,8 +21,9 @@ from pydantic import (
 
 Side = Literal["cloud", "device"]
 Bucket = Literal["cold", "light", "heavy"]
-HistorySize = Literal["0", "1-2", "3-20", "21-100", "101-500", "500+"]
-Recency = Literal["active", "lapsed", "unknown"]
+# "withheld": generalised away so that the abstract does not single the user out.
+HistorySize = Literal["0", "1-2", "3-20", "21-100", "101-500", "500+", "withheld"]
+Recency = Literal["active", "lapsed", "unknown", "withheld"]
 LiveFeedback = Literal["none", "positive", "negative", "mixed"]
 Decade = Literal[
     "1910s",
@@ -67,10 +68,10 @@ class UserAbstract(BaseModel):
     decades: list[Decade] = Field(default_factory=list, max_length=2)
 
     def describe(self) -> str:
-        parts = [
-            f"{self.state.bucket} user ({self.state.history_size} items, "
-            f"{self.state.recency}, feedback: {self.state.live_feedback})"
-        ]
+        st = self.state
+        facts = [f"{st.history_size} items" if st.history_size != "withheld" else ""]
+        facts += [st.recency if st.recency != "withheld" else "", f"feedback: {st.live_feedback}"]
+        parts = [f"{st.bucket} user ({', '.join(f for f in facts if f)})"]
         if self.top_genres:
             parts.append("likes " + ", ".join(self.top_genres))
         if self.avoid_genres:
@@ -102,6 +103,9 @@ class Proposal(BaseModel):
     turn: int
     item_id: str
     score: float
+    # "sequence": the structured model's top items; COLLABORATIVE: collaborative
+    # retrieval run on the device (the user vector against the item table).
+    source: str = "sequence"
 
 
 class RankedItem(BaseModel):

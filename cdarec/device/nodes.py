@@ -15,11 +15,12 @@ import numpy as np
 from langchain_core.runnables import RunnableConfig
 from langgraph.runtime import Runtime
 
+from cdarec.contract.plan import runs_collab
 from cdarec.contract.request import Constraints, clean_request
 from cdarec.contract.schemas import COLLABORATIVE, Proposal, RankedItem
 from cdarec.contract.state import State
 from cdarec.contract.steps import Step
-from cdarec.device.abstract import summarize
+from cdarec.device.abstract import release, summarize
 from cdarec.device.memory import DeviceRecord
 from cdarec.device.ranking import (
     REASON_MAX_CHARS,
@@ -32,6 +33,7 @@ from cdarec.device.ranking import (
 )
 from cdarec.device.reasons import ItemFacts, check_reason, fact_reason
 from cdarec.device.resources import DeviceResources, device_resources
+from cdarec.device.sharing import device_key, shared_vector
 from cdarec.llm.structured import Usage, call_structured
 from cdarec.seqrec.structured import catalogue_structured, structured_blend
 from cdarec.seqrec.transition import top_k
@@ -71,12 +73,27 @@ def summarize_on_device(
     turn = int(state.get("turn") or 0) + 1
     step = Step("summarize_on_device", "device", turn)
     rec = res.device_record(res.settings.user_id)
-    abstract = summarize(rec, res.dataset, res.dataset_end)
+    s = res.settings
+    abstract, level = release(
+        summarize(rec, res.dataset, res.dataset_end), res.abstract_table, s.abstract_k
+    )
     vector = None
     model = res.sequence_model
-    if rec.history and hasattr(model, "user_vector"):
-        # For collaborative retrieval: the cloud gets this vector, never the sequence.
-        vector = [round(float(x), 5) for x in model.user_vector(sequence_input(res, rec))]
+    if (
+        s.collab_side == "cloud"
+        and rec.history
+        and hasattr(model, "user_vector")
+        and runs_collab(abstract, s.ablate)
+    ):
+        # Collaborative retrieval in the cloud: it gets this vector (unit length, noised
+        # with collab_noise), never the sequence - and only on turns that search with it.
+        raw = model.user_vector(sequence_input(res, rec))
+        vector = shared_vector(raw, s.collab_noise, device_key(s.device_dir))
+    detail = abstract.describe()
+    if level:
+        detail += f" (generalised to level {level}: shared by >= {s.abstract_k} users)"
+    if vector is not None:
+        detail += "; user vector sent" + (f" (sigma {s.collab_noise:g})" if s.collab_noise else "")
     return {
         "turn": turn,
         # What every later node reads: control characters out, bounded (a request over the
@@ -89,7 +106,7 @@ def summarize_on_device(
         "bound": None,
         "notes": [],
         "reply": "",
-        "trace": step.done(detail=abstract.describe()),
+        "trace": step.done(detail=detail),
     }
 
 
@@ -174,14 +191,44 @@ def model_sequence_on_device(
         Proposal(turn=turn, item_id=res.dataset.items[int(i)].item_id, score=float(scores[i]))
         for i in idx
     ]
+    collab = device_collab(res, rec, state, eligible, set(idx.tolist()))
+    proposals += [
+        Proposal(
+            turn=turn,
+            item_id=res.dataset.items[i].item_id,
+            score=float(scores[i]),
+            source=COLLABORATIVE,
+        )
+        for i in collab
+    ]
     within = f" within {constraints.describe()}" if constraints and constraints.binding else ""
-    return {
-        "proposals": proposals,
-        "trace": step.done(
-            model=name,
-            detail=f"{len(proposals)} proposals{within} from {len(rec.history)} events",
-        ),
-    }
+    detail = f"{len(idx)} proposals{within} from {len(rec.history)} events"
+    if collab:
+        detail += f" + {len(collab)} collaborative (on the device)"
+    return {"proposals": proposals, "trace": step.done(model=name, detail=detail)}
+
+
+def device_collab(
+    res: DeviceResources,
+    rec: DeviceRecord,
+    state: State,
+    eligible: np.ndarray,
+    taken: set[int],
+) -> list[int]:
+    """Collaborative retrieval on the device (``collab_side = "device"``, the default):
+    the model's own user vector against its item table - the search the cloud would run
+    with the vector (``cloud/catalogue/collab.py``) - within the request's constraints,
+    among unseen items the proposals do not already hold. The vector never leaves."""
+    k = state["plan"].retrieval.collab_k if state.get("plan") else 0
+    model = res.sequence_model
+    if res.settings.collab_side != "device" or not k or not hasattr(model, "user_vector"):
+        return []
+    if not rec.history:
+        return []
+    raw = model.scores(sequence_input(res, rec))
+    free = eligible.copy()
+    free[list(taken)] = False
+    return [int(i) for i in top_k(np.where(free, raw, -np.inf), k, np.flatnonzero(~free))]
 
 
 def _pool(
@@ -221,7 +268,7 @@ def _pool(
             p.semantic = max(p.semantic, c.similarity)
     for pr in state.get("proposals") or []:
         if pr.turn == turn:
-            add(pr.item_id, "sequence")
+            add(pr.item_id, "collaborative" if pr.source == COLLABORATIVE else "sequence")
     for i in extra:
         add(ds.items[int(i)].item_id, "similar")
     if not pool:  # nothing retrieved or proposed: popularity keeps the turn useful

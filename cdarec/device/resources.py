@@ -15,6 +15,7 @@ import numpy as np
 
 from cdarec.contract.resources import PublicResources, Registry, lazy
 from cdarec.data import leave_one_out
+from cdarec.device.abstract import PopulationTable, population_table
 from cdarec.device.memory import DeviceMemory, DeviceRecord, Interaction, UnknownUserError
 from cdarec.llm.embeddings import MiniLMEmbeddings
 from cdarec.llm.factory import LLM, build_llm
@@ -116,6 +117,12 @@ class DeviceResources(PublicResources):
         """The data set's last timestamp: 'now' for judging recency of data-set activity."""
         times = self.dataset.inter_times
         return float(times.max()) if times.size else 0.0
+
+    @lazy
+    def abstract_table(self) -> PopulationTable:
+        """The public population table the abstract is released against (k-anonymity):
+        counts of every data set user's abstract, no history (``device.abstract``)."""
+        return population_table(self.dataset, self.dataset_end)
 
     @lazy
     def device_embedder(self) -> MiniLMEmbeddings:

@@ -1,6 +1,8 @@
 """Collaborative retrieval (unit: scripted fake LLMs; real data, a real but tiny SASRec,
-real Chroma): the device sends a user vector, the cloud searches the item vectors with
-it under the intent's filters, and the candidates reach the device's ranking."""
+real Chroma). By default it runs on the device and the vector never enters the state;
+with ``collab_side="cloud"`` the device sends a unit user vector (on turns whose plan
+searches with it), the cloud searches the item vectors with it under the intent's
+filters, and the candidates reach the device's ranking."""
 
 from __future__ import annotations
 
@@ -31,8 +33,16 @@ def graph_res(home: Path):
     if not (REAL_HOME / "datasets" / "ml-100k").exists():
         pytest.fail("ML-100K missing: run scripts/test.sh")
 
-    def make(ablate: list[str] | None = None):
-        s = Settings(home=home, dataset="ml-100k", user_id="196", judge_top=4, ablate=ablate or [])
+    def make(ablate: list[str] | None = None, **extra):
+        s = Settings(
+            home=home,
+            dataset="ml-100k",
+            user_id="196",
+            judge_top=4,
+            ablate=ablate or [],
+            collab_side=extra.pop("collab_side", "cloud"),
+            **extra,
+        )
         script = by_task(PLAN, COMEDY, JUDGE)
         res = Resources(
             s,
@@ -52,6 +62,7 @@ def test_collaborative_candidates_follow_the_user_vector_and_filters(graph_res) 
     vector = state["user_vector"]
     assert isinstance(vector, list) and len(vector) == 16
     assert all(isinstance(x, float) for x in vector)
+    assert abs(np.linalg.norm(vector) - 1.0) < 1e-3  # sent as a unit vector
     collab = [c for c in state["candidates"] if c.query == COLLABORATIVE]
     assert len(collab) == out["plan"].retrieval.collab_k > 0
     assert all("Comedy" in c.genres for c in collab)  # the intent's filter applies
@@ -71,3 +82,42 @@ def test_collaborative_retrieval_can_be_ablated(graph_res) -> None:
     state = g.get_state({"configurable": {"thread_id": "t"}}).values
     assert state["plan"].retrieval.collab_k == 0
     assert not [c for c in state["candidates"] if c.query == COLLABORATIVE]
+
+
+def test_by_default_collaborative_retrieval_runs_on_the_device(graph_res) -> None:
+    s, res, g = graph_res(collab_side="device")
+    out = g.invoke({"request": "a comedy"}, {"configurable": {"thread_id": "t"}}, context=s)
+    state = g.get_state({"configurable": {"thread_id": "t"}}).values
+    assert state.get("user_vector") is None  # never in the state the cloud reads
+    assert not [c for c in state["candidates"] if c.query == COLLABORATIVE]
+    collab = [p for p in state["proposals"] if p.source == COLLABORATIVE]
+    assert len(collab) == out["plan"].retrieval.collab_k > 0
+    # the model's own order within the request's genre, among items not proposed already
+    ds = res.dataset
+    assert all("Comedy" in ds.item(p.item_id).genres for p in collab)
+    assert not {p.item_id for p in collab} & {
+        p.item_id for p in state["proposals"] if p.source != COLLABORATIVE
+    }
+    rec = res.device_record("196")
+    assert not {p.item_id for p in collab} & set(rec.history_ids())  # unseen only
+    trace = {r.node: r for r in out["trace"]}
+    assert "collaborative (on the device)" in trace["model_sequence_on_device"].detail
+    assert "collaborative" not in trace["retrieve_candidates"].detail
+
+
+def test_the_vector_is_sent_only_on_turns_that_search_with_it(graph_res) -> None:
+    # cloud side, but collaborative retrieval ablated: no turn searches, no vector sent
+    s, _, g = graph_res(["collab"])
+    g.invoke({"request": "a comedy"}, {"configurable": {"thread_id": "t"}}, context=s)
+    assert g.get_state({"configurable": {"thread_id": "t"}}).values.get("user_vector") is None
+
+
+def test_a_noised_vector_is_the_same_for_the_same_history(graph_res) -> None:
+    s, _, g = graph_res(collab_noise=0.5)
+    cfg = {"configurable": {"thread_id": "t"}}
+    g.invoke({"request": "a comedy"}, cfg, context=s)
+    first = g.get_state(cfg).values["user_vector"]
+    g.invoke({"request": "a drama"}, cfg, context=s)
+    second = g.get_state(cfg).values["user_vector"]
+    assert first == second  # no fresh noise per turn to average away
+    assert abs(np.linalg.norm(first) - 1.0) > 0.5  # 16 coordinates of sigma 0.5 noise
