@@ -156,12 +156,14 @@ class PopulationTable:
         return self.counts[level].get(signature(generalise(a, level)), 0)
 
 
-def population_abstracts(ds: Dataset, dataset_end: float) -> list[UserAbstract]:
+def population_abstracts(ds: Dataset, dataset_end: float, drop_last: int = 0) -> list[UserAbstract]:
     """Every data set user's abstract at the data set's end, read from the CSR arrays
-    (what ``summarize`` gives for a device seeded with that history, no feedback)."""
+    (what ``summarize`` gives for a device seeded with that history, no feedback);
+    ``drop_last``: without each history's last items (a training split's view)."""
     out = []
     for u in range(len(ds.users)):
         lo, hi = int(ds.indptr[u]), int(ds.indptr[u + 1])
+        hi = max(lo, hi - drop_last)
         seq = ds.inter_items[lo:hi]
         n = hi - lo
         top, decades = taste(seq[-RECENT_WINDOW:].tolist(), ds)

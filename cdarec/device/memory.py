@@ -89,6 +89,23 @@ class DeviceRecord(BaseModel):
         return [f.item_id for f in reversed(self.feedback) if f.kind == "more_like" and f.item_id]
 
 
+def apply_feedback(
+    rec: DeviceRecord,
+    kind: FeedbackKind,
+    *,
+    item_id: str | None = None,
+    genre: str | None = None,
+    thread: str | None = None,
+) -> DeviceRecord:
+    """Feedback into a record (in memory): a like also joins the history as its newest
+    event. ``DeviceMemory.add_feedback`` saves it; evaluation keeps records in memory."""
+    now = time.time()
+    rec.feedback.append(Feedback(kind=kind, ts=now, item_id=item_id, genre=genre, thread=thread))
+    if kind == "like" and item_id:
+        rec.history.append(Interaction(item_id=item_id, ts=now, rating=5.0, source="like"))
+    return rec
+
+
 def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name)[:120] or "_"
 
@@ -266,12 +283,7 @@ class DeviceMemory:
     ) -> DeviceRecord:
         with self.locked(user_id):
             rec = self.load(user_id)
-            now = time.time()
-            rec.feedback.append(
-                Feedback(kind=kind, ts=now, item_id=item_id, genre=genre, thread=thread)
-            )
-            if kind == "like" and item_id:
-                rec.history.append(Interaction(item_id=item_id, ts=now, rating=5.0, source="like"))
+            apply_feedback(rec, kind, item_id=item_id, genre=genre, thread=thread)
             self._write(self.path(user_id), rec)
             return rec
 

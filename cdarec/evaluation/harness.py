@@ -93,18 +93,22 @@ def prepare_graph(
     users: list[str],
     base: Resources,
     wrap_cloud: Callable[[Any], Any] | None = None,
+    update: dict[str, Any] | None = None,
 ) -> tuple[Any, Settings, Resources]:
     """The compiled graph, settings and resources that run ``method``'s turns for
     ``users`` (each user's device memory as it was before the test item); the loaded
     models and stores of ``base`` are shared. One way to build a configuration, for
     `bench accuracy` and `bench latency` alike. ``wrap_cloud`` wraps the cloud LLM (a
-    recorder of what the cloud was sent)."""
+    recorder of what the cloud was sent); ``update`` changes more settings (a privacy
+    design)."""
     from langgraph.checkpoint.memory import InMemorySaver
 
     from cdarec.evaluation.baselines.cloud_only import build_cloud_only_graph
     from cdarec.graph.builder import build_graph
 
-    settings = base.settings.model_copy(update={**GRAPH, **CONFIG_ONLY}[method])
+    settings = base.settings.model_copy(
+        update={**{**GRAPH, **CONFIG_ONLY}[method], **(update or {})}
+    )
     cloud_llm = base.cloud.cloud_llm
     if method == "device-only":  # no cloud: the device SLM does the cloud's LLM work too
         cloud_llm = base.device.device_llm
