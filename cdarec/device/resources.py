@@ -157,7 +157,7 @@ class DeviceResources(PublicResources):
         system = self.prompts["rank_on_device"].system
         prime = [SystemMessage(content=system), HumanMessage(content="Recently watched:")]
         self.device_llm.text(1).invoke(prime, config={"callbacks": []})
-        _ = self.sequence_model, self.device_embedder
+        _ = self.sequence_model, self.device_embedder, self.abstract_table
 
     def dataset_history(self, user_id: str) -> list[Interaction]:
         ds = self.dataset
