@@ -94,7 +94,15 @@ def cmd_bench_privacy(args: argparse.Namespace) -> int:
     from cdarec.evaluation.bench.privacy import DESIGNS, run
 
     names = list(DESIGNS)
-    designs = names if args.designs == "all" else [names[int(i)] for i in args.designs.split(",")]
+    picked = [] if args.designs == "all" else [d.strip() for d in args.designs.split(",")]
+    bad = [d for d in picked if not (d.isdigit() and int(d) < len(names))]
+    if bad:
+        raise CliError(
+            f"unknown design(s) {', '.join(bad)}: give 'all' or numbers 0..{len(names) - 1} "
+            "(`cdarec bench privacy --help` lists them)",
+            2,
+        )
+    designs = [names[int(d)] for d in picked] or names
     if args.users < 1:
         raise CliError("--users must be at least 1", 2)
     try:
