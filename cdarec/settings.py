@@ -99,11 +99,12 @@ class Settings(BaseSettings):
         "for delta=1e-5 is printed by `cdarec bench privacy`.",
     )
     abstract_k: int = Field(
-        default=100,
-        ge=1,
-        description="The abstract the cloud sees is generalised until at least this many "
-        "of the data set's users share it (k-anonymity against the public population "
-        "table); 1 = the most detailed abstract.",
+        default=0,
+        ge=0,
+        description="How much of the abstract the cloud sees: 0 (default) = the user's "
+        "bucket alone (cold / light / heavy) and this session's feedback kind; k >= 2 = the "
+        "most detailed generalisation at least k of the data set's users share "
+        "(k-anonymity against the public population table); 1 = everything.",
     )
     embedder: str = Field(default="minilm-l6-int8", description="Catalogue embedding model.")
     retrieval_k: int = Field(

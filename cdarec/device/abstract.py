@@ -5,8 +5,10 @@ decades, size, recency, feedback) into a ``UserAbstract`` whose fields are enums
 genre names from the catalogue vocabulary and bucketed numbers. No free text is
 produced here, so no title can slip into it.
 
-Then it is *released* k-anonymously (issue 17): the most detailed of ``LEVELS``
-generalisations that at least ``k`` of the data set's users share, counted in a public
+Then it is *released* (issue 17): by default as the bucket alone (``abstract_k = 0``:
+what met every privacy target of ``cdarec bench privacy`` at no accuracy cost), or
+k-anonymously: the most detailed of ``LEVELS`` generalisations that at least ``k`` of
+the data set's users share, counted in a public
 population table (``PopulationTable``: how many users have each generalised abstract -
 aggregate counts, what a cloud may publish beside the model). An abstract a cloud sees
 therefore never picks a user out of fewer than ``k`` (``cdarec bench privacy`` measures
@@ -180,8 +182,11 @@ def population_abstracts(ds: Dataset, dataset_end: float, drop_last: int = 0) ->
 
 def release(a: UserAbstract, table: PopulationTable | None, k: int) -> tuple[UserAbstract, int]:
     """The most detailed generalisation at least ``k`` users of the table share (the
-    bucket alone when none does: the plan needs it), and its level."""
-    if k <= 1 or table is None:
+    bucket alone when none does: the plan needs it), and its level; ``k = 0``: the
+    bucket alone, ``k = 1``: everything."""
+    if k == 0:
+        return generalise(a, LEVELS - 1), LEVELS - 1
+    if k == 1 or table is None:
         return a, 0
     k = min(k, table.n_users)
     for level in range(LEVELS):

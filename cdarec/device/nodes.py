@@ -91,7 +91,8 @@ def summarize_on_device(
         vector = shared_vector(raw, s.collab_noise, device_key(s.device_dir))
     detail = abstract.describe()
     if level:
-        detail += f" (generalised to level {level}: shared by >= {s.abstract_k} users)"
+        shared = f"shared by >= {s.abstract_k} users" if s.abstract_k else "the bucket alone"
+        detail += f" (generalised to level {level}: {shared})"
     if vector is not None:
         detail += "; user vector sent" + (f" (sigma {s.collab_noise:g})" if s.collab_noise else "")
     return {

@@ -88,7 +88,7 @@ def test_small_run_measures_the_previous_design_leaking_and_the_default_not(
     assert prev.direct_matches == default.direct_matches == 1.0
     # the previous design's vector and detailed abstract pick users out; the default's not
     assert prev.reid_top1 > default.reid_top1
-    assert default.reid_top1 <= 1 / 100 + 1e-9  # abstract_k = 100 (ML-100K: 943 users)
+    assert default.reid_top1 <= 1 / 100 + 1e-9  # the bucket alone (ML-100K: 943 users)
     assert prev.epsilon == float("inf") and default.epsilon == 0.0
     text = console.export_text()
     assert "re-id top-1" in text and "re-identification top-1" in text

@@ -58,16 +58,23 @@ from cdarec.settings import Settings, slug
 # name -> settings: the previous design first, then each mitigation, the default.
 DESIGNS: dict[str, dict[str, Any]] = {
     "previous: vector sent, detailed abstract": {"collab_side": "cloud", "abstract_k": 1},
-    "vector sent, k-anonymous abstract": {"collab_side": "cloud"},
+    "vector sent, k-anonymous abstract": {"collab_side": "cloud", "abstract_k": 100},
     "vector noised (sigma 0.5), k-anonymous abstract": {
         "collab_side": "cloud",
         "collab_noise": 0.5,
+        "abstract_k": 100,
     },
-    "vector noised (sigma 2), k-anonymous abstract": {"collab_side": "cloud", "collab_noise": 2.0},
+    "vector noised (sigma 2), k-anonymous abstract": {
+        "collab_side": "cloud",
+        "collab_noise": 2.0,
+        "abstract_k": 100,
+    },
     "vector on the device, detailed abstract": {"collab_side": "device", "abstract_k": 1},
-    "default: vector on the device, k-anonymous abstract": {"collab_side": "device"},
-    # k above the population: every abstract falls to the bucket alone
-    "vector on the device, bucket-only abstract": {"collab_side": "device", "abstract_k": 10**9},
+    "vector on the device, k-anonymous abstract": {"collab_side": "device", "abstract_k": 100},
+    "default: vector on the device, bucket-only abstract": {
+        "collab_side": "device",
+        "abstract_k": 0,
+    },
 }
 RECENT = 10  # the history items the attacker tries to recover
 GUESSES = 50  # its guesses (recall@50)
