@@ -184,7 +184,7 @@ def release(a: UserAbstract, table: PopulationTable | None, k: int) -> tuple[Use
     """The most detailed generalisation at least ``k`` users of the table share (the
     bucket alone when none does: the plan needs it), and its level; ``k = 0``: the
     bucket alone, ``k = 1``: everything."""
-    if k == 0:
+    if k == 0 or (k > 1 and table is None):  # no counts to check k against: the safe side
         return generalise(a, LEVELS - 1), LEVELS - 1
     if k == 1 or table is None:
         return a, 0

@@ -74,9 +74,8 @@ def summarize_on_device(
     step = Step("summarize_on_device", "device", turn)
     rec = res.device_record(res.settings.user_id)
     s = res.settings
-    abstract, level = release(
-        summarize(rec, res.dataset, res.dataset_end), res.abstract_table, s.abstract_k
-    )
+    table = res.abstract_table if s.abstract_k >= 2 else None  # only k-anonymity counts
+    abstract, level = release(summarize(rec, res.dataset, res.dataset_end), table, s.abstract_k)
     vector = None
     model = res.sequence_model
     if (

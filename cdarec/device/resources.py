@@ -157,7 +157,9 @@ class DeviceResources(PublicResources):
         system = self.prompts["rank_on_device"].system
         prime = [SystemMessage(content=system), HumanMessage(content="Recently watched:")]
         self.device_llm.text(1).invoke(prime, config={"callbacks": []})
-        _ = self.sequence_model, self.device_embedder, self.abstract_table
+        _ = self.sequence_model, self.device_embedder
+        if self.settings.abstract_k >= 2:  # the k-anonymous release counts users
+            _ = self.abstract_table
 
     def dataset_history(self, user_id: str) -> list[Interaction]:
         ds = self.dataset
