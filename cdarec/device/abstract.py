@@ -186,7 +186,7 @@ def release(a: UserAbstract, table: PopulationTable | None, k: int) -> tuple[Use
     bucket alone, ``k = 1``: everything."""
     if k == 0 or (k > 1 and table is None):  # no counts to check k against: the safe side
         return generalise(a, LEVELS - 1), LEVELS - 1
-    if k == 1 or table is None:
+    if k == 1 or table is None:  # table is None only with k == 1 here
         return a, 0
     k = min(k, table.n_users)
     for level in range(LEVELS):

@@ -17,7 +17,7 @@ from langgraph.runtime import Runtime
 
 from cdarec.contract.plan import runs_collab
 from cdarec.contract.request import Constraints, clean_request
-from cdarec.contract.schemas import COLLABORATIVE, Proposal, RankedItem
+from cdarec.contract.schemas import COLLABORATIVE, Proposal, RankedItem, UserAbstract
 from cdarec.contract.state import State
 from cdarec.contract.steps import Step
 from cdarec.device.abstract import release, summarize
@@ -74,20 +74,7 @@ def summarize_on_device(
     step = Step("summarize_on_device", "device", turn)
     rec = res.device_record(res.settings.user_id)
     s = res.settings
-    table = res.abstract_table if s.abstract_k >= 2 else None  # only k-anonymity counts
-    abstract, level = release(summarize(rec, res.dataset, res.dataset_end), table, s.abstract_k)
-    vector = None
-    model = res.sequence_model
-    if (
-        s.collab_side == "cloud"
-        and rec.history
-        and hasattr(model, "user_vector")
-        and runs_collab(abstract, s.ablate)
-    ):
-        # Collaborative retrieval in the cloud: it gets this vector (unit length, noised
-        # with collab_noise), never the sequence - and only on turns that search with it.
-        raw = model.user_vector(sequence_input(res, rec))
-        vector = shared_vector(raw, s.collab_noise, device_key(s.device_dir))
+    abstract, level, vector = shared_with_cloud(res, rec)
     detail = abstract.describe()
     if level:
         shared = f"shared by >= {s.abstract_k} users" if s.abstract_k else "the bucket alone"
@@ -108,6 +95,28 @@ def summarize_on_device(
         "reply": "",
         "trace": step.done(detail=detail),
     }
+
+
+def shared_with_cloud(
+    res: DeviceResources, rec: DeviceRecord, key: bytes | None = None
+) -> tuple[UserAbstract, int, list[float] | None]:
+    """What a turn tells the cloud about the user: the released abstract (and its level)
+    and, with collaborative retrieval in the cloud on a turn that searches with it, the
+    unit (noised) user vector - never the sequence. ``key``: the noise key (default:
+    this device's own)."""
+    s = res.settings
+    table = res.abstract_table if s.abstract_k >= 2 else None  # only k-anonymity counts
+    abstract, level = release(summarize(rec, res.dataset, res.dataset_end), table, s.abstract_k)
+    model = res.sequence_model
+    if not (
+        s.collab_side == "cloud"
+        and rec.history
+        and hasattr(model, "user_vector")
+        and runs_collab(abstract, s.ablate)
+    ):
+        return abstract, level, None
+    raw = model.user_vector(sequence_input(res, rec))
+    return abstract, level, shared_vector(raw, s.collab_noise, key or device_key(s.device_dir))
 
 
 def excluded_indices(

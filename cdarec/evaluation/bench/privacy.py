@@ -45,10 +45,9 @@ from cdarec.device.abstract import (
     PopulationTable,
     population_abstracts,
     release,
-    summarize,
 )
 from cdarec.device.memory import DeviceRecord, apply_feedback
-from cdarec.device.sharing import DELTA, gaussian_epsilon, shared_vector
+from cdarec.device.sharing import DELTA, gaussian_epsilon
 from cdarec.evaluation.harness import ProtocolA, bench_resources, prepare_graph
 from cdarec.evaluation.report import progress, settings_summary, write_report
 from cdarec.graph.builder import CLOUD_NODES
@@ -280,19 +279,13 @@ def _requests(ds: Any, rng: np.random.Generator) -> list[str]:
 
 
 def direct_observation(
-    res: Resources, rec: DeviceRecord, s: Settings, key: bytes
+    res: Resources, rec: DeviceRecord, key: bytes
 ) -> tuple[UserAbstract, np.ndarray | None]:
     """What a device would send on a session's first turn, from the device's own code."""
-    from cdarec.contract.plan import runs_collab
-    from cdarec.device.nodes import sequence_input
+    from cdarec.device.nodes import shared_with_cloud
 
-    dev = res.device
-    a, _ = release(summarize(rec, dev.dataset, dev.dataset_end), dev.abstract_table, s.abstract_k)
-    vec = None
-    if s.collab_side == "cloud" and rec.history and runs_collab(a, s.ablate):
-        raw = dev.sequence_model.user_vector(sequence_input(dev, rec))
-        vec = np.asarray(shared_vector(raw, s.collab_noise, key), dtype=np.float64)
-    return a, vec
+    a, _, vec = shared_with_cloud(res.device, rec, key)
+    return a, None if vec is None else np.asarray(vec, dtype=np.float64)
 
 
 def run_design(
@@ -322,7 +315,7 @@ def run_design(
         rec = res.device.records[u]
         recent = {int(ds.item_index[i]) for i in rec.history_ids()[-RECENT:]}
         key = rng.bytes(32)
-        direct = direct_observation(res, rec.model_copy(deep=True), settings, key)
+        direct = direct_observation(res, rec.model_copy(deep=True), key)
         obs = _session(graph, settings, u, _requests(ds, rng), tap, rec)
         truth_liked = obs.pop().retrieved
         leaked = set().union(*(o.keys for o in obs)) - set(CloudView.__annotations__)
@@ -357,7 +350,7 @@ def run_design(
     for x in others:
         hist = res.device.dataset_history(x)[:-1]
         r = DeviceRecord(user_id=x, dataset=ds.name, history=hist)
-        a, v = direct_observation(res, r, settings, rng.bytes(32))
+        a, v = direct_observation(res, r, rng.bytes(32))
         pop_first.append((_match_key(a), v))
     for u in users:
         pop_first.append((_match_key(firsts[u].abstract), firsts[u].vector))  # type: ignore[arg-type]
