@@ -106,6 +106,26 @@ class Settings(BaseSettings):
         "most detailed generalisation at least k of the data set's users share "
         "(k-anonymity against the public population table); 1 = everything.",
     )
+    # Placement (issue 20; `cdarec bench placement` measures each choice).
+    placement: Literal["adaptive", "default", "device", "lean-device"] = Field(
+        default="adaptive",
+        description="Where the movable sub-tasks (planning, semantic modelling, retrieval, "
+        "the judgement) run: 'adaptive' (chosen per turn from the measured link, cloud speed "
+        "and device load), or a fixed placement: 'default' (the paper's sides), 'device' "
+        "(planning, semantics and retrieval on the device), 'lean-device' (no device model "
+        "call: reasons from the items' facts).",
+    )
+    privacy: Literal["standard", "strict"] = Field(
+        default="standard",
+        description="The user's privacy setting: 'strict' = the cloud gets nothing beyond "
+        "the request and the abstract (no user vector, device-written queries from the "
+        "request alone).",
+    )
+    low_power: bool | None = Field(
+        default=None,
+        description="Treat the device as on low power (no device model call when another "
+        "way exists); None = from the battery (on battery below 20%).",
+    )
     embedder: str = Field(default="minilm-l6-int8", description="Catalogue embedding model.")
     retrieval_k: int = Field(
         default=30, ge=1, le=500, description="Default number of candidates the cloud retrieves."
@@ -206,6 +226,8 @@ SERVER_CONTEXT_FIELDS = (
     "planner",
     "plan_cache",
     "ablate",
+    "placement",
+    "privacy",
     "retrieval_k",
     "sequence_k",
     "judge_top",

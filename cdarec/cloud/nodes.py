@@ -20,6 +20,7 @@ from cdarec.cloud.tools import (
     make_collab_tool,
     make_retrieval_tool,
 )
+from cdarec.contract.placement import DeviceContext, Placement, enforce
 from cdarec.contract.plan import (
     PlanDraft,
     ablated,
@@ -31,33 +32,30 @@ from cdarec.contract.plan import (
     rule_is_sure,
 )
 from cdarec.contract.request import MAX_REQUEST_CHARS, Constraints, parse_request
-from cdarec.contract.schemas import COLLABORATIVE, Candidate, Intent, intent_json_schema
+from cdarec.contract.schemas import COLLABORATIVE, Candidate
+from cdarec.contract.semantics import (
+    code_intent,
+    describe,
+    interpret,
+    prompt_values,
+)
 from cdarec.contract.state import CloudView
 from cdarec.contract.steps import Step
 from cdarec.llm.structured import call_structured
 from cdarec.settings import Settings
 
 PLAN_MAX_TOKENS = 16  # '{"strategy": "request-led"}' is ~8 tokens
-INTENT_MAX_TOKENS = 60
-
-
-def _request(state: CloudView) -> str:
-    return (state.get("request") or "").strip() or "(no request: recommend what fits)"
 
 
 def _cloud_values(res: CloudResources, state: CloudView) -> dict[str, Any]:
-    """The variables of every cloud prompt. Both cloud prompts start with the same
-    system text, abstract and request, so the second call reuses the first's prefix."""
-    constraints = state.get("constraints") or Constraints()
-    rule, why = choose_strategy(state["abstract"], constraints, state.get("request") or "")
-    return {
-        "genres": ", ".join(res.dataset.genres),
-        "retrieval_k": res.settings.retrieval_k,
-        "abstract": state["abstract"].describe(),
-        "request": _request(state),
-        "reading": constraints.describe(),
-        "suggested": f"{rule} ({why})",
-    }
+    """The variables of every cloud prompt (``contract.semantics.prompt_values``)."""
+    return prompt_values(
+        res.dataset.genres,
+        res.settings.retrieval_k,
+        state["abstract"],
+        state.get("request") or "",
+        state.get("constraints"),
+    )
 
 
 def read_request(res: CloudResources, request: str) -> Constraints:
@@ -90,9 +88,10 @@ def _plan_strategy(
     constraints = read_request(res, request)
     state = {**state, "constraints": constraints}
     reading = f"read: {constraints.describe()}"
+    placement = placed(state)
     mode = res.settings.planner
     if mode == "fixed" or (mode == "auto" and rule_is_sure(constraints, request)):
-        plan = default_plan(abstract, request, res.settings.retrieval_k, constraints)
+        plan = default_plan(abstract, request, res.settings.retrieval_k, constraints, placement)
         why = "fixed plan" if mode == "fixed" else "the rule decided (nothing left unread)"
         return {
             "plan": plan,
@@ -108,7 +107,7 @@ def _plan_strategy(
     if cached is not None and not _fits(cached.strategy, fits):
         cached = None  # a reused plan must fit this request as a fresh one would
     if cached is not None:
-        plan = cached.model_copy(update={"source": "cached"})
+        plan = cached.model_copy(update={"source": "cached", "placement": placement})
         return {
             "plan": plan,
             "constraints": constraints,
@@ -127,7 +126,7 @@ def _plan_strategy(
         config=config,
     )
     if out.fallback or out.value is None:
-        plan = default_plan(abstract, request, res.settings.retrieval_k, constraints)
+        plan = default_plan(abstract, request, res.settings.retrieval_k, constraints, placement)
         detail = f"fallback to {plan.strategy} ({plan.note}): {out.error}"
     else:
         rule, why = choose_strategy(abstract, constraints, request)
@@ -139,6 +138,7 @@ def _plan_strategy(
             res.settings.retrieval_k,
             why=note,
             source="repaired" if out.status == "repaired" else "planner",
+            placement=placement,
         )
         res.plan_cache[key] = plan  # only plans the planner wrote are reused
         detail = f"{kind} request: {chosen} ({note})"
@@ -154,6 +154,13 @@ def _plan_strategy(
     }
 
 
+def placed(state: CloudView) -> Placement:
+    """The placement the device measured and proposed for this turn, within the privacy
+    constraints (``enforce``; the device checks it again before it acts on the plan)."""
+    context = state.get("context") or DeviceContext()
+    return enforce(state.get("placement") or Placement(), context, state["abstract"])
+
+
 def _fits(strategy: str, context: dict[str, Any]) -> bool:
     try:
         PlanDraft.model_validate({"strategy": strategy}, context=context)
@@ -162,68 +169,37 @@ def _fits(strategy: str, context: dict[str, Any]) -> bool:
     return True
 
 
-def fallback_intent(state: CloudView) -> Intent:
-    """Documented fallback: the request itself, plus the abstract's genres, no filters."""
-    abstract = state["abstract"]
-    parts = [state.get("request") or ""]
-    if abstract.top_genres:
-        parts.append(" ".join(abstract.top_genres) + " movies")
-    return Intent(queries=[" ".join(p for p in parts if p).strip() or "popular movies"])
-
-
-def constraint_query(constraints: Constraints) -> str:
-    """A catalogue-style query from what the request asks ("Comedy, Romance movie from the
-    1990s"), written by code when the parser read the whole request."""
-    parts = [", ".join(constraints.genres) or "", "movie"]
-    if constraints.years_text():
-        parts.append("from " + constraints.years_text())
-    if constraints.like_labels:
-        parts.append("like " + " and ".join(constraints.like_labels))
-    return " ".join(p for p in parts if p)
-
-
 def model_semantics(
     state: CloudView, runtime: Runtime[Settings], config: RunnableConfig
 ) -> dict[str, Any]:
+    """Semantic modelling in the cloud: the cloud LLM (``contract.semantics.interpret``)."""
     res = cloud_resources(runtime.context)
+    if state["plan"].placement.planning == "device":
+        res.revive_cloud_llm()  # the turn's first cloud step (the device planned)
     step = Step("model_semantics", "cloud", state["turn"])
     request = (state.get("request") or "").strip()
-    if not request:
-        # Nothing to interpret: the query comes from the abstract, no LLM call is made.
-        intent = fallback_intent(state)
-        detail = "no request: query from the abstract; " + " | ".join(intent.queries)
-        return {"intent": intent, "trace": step.done(status="skipped", detail=detail)}
+    abstract = state["abstract"]
     constraints = state.get("constraints") or read_request(res, request)
-    if not constraints.empty and not constraints.residual:
-        # Code read every word of the request: the LLM would only paraphrase it (and cost
-        # ~6 s on the 1.5B here). The user's words and a catalogue-style query are searched.
-        intent = Intent(queries=[request, constraint_query(constraints)])
-        detail = "read by code: " + " | ".join(intent.queries)
+    if (coded := code_intent(request, abstract, constraints)) is not None:
+        intent, detail = coded
         return {"intent": intent, "trace": step.done(status="skipped", detail=detail)}
-    genres = res.dataset.genres
-    messages = res.prompts["model_semantics"].messages(**_cloud_values(res, state))
-    out = call_structured(
+    values = _cloud_values(res, {**state, "constraints": constraints})
+    intent, out = interpret(
         res.cloud_llm,
-        Intent,
-        messages,
-        max_tokens=INTENT_MAX_TOKENS,
-        json_schema=intent_json_schema(genres),
-        context={"genres": set(genres)},
-        fallback=lambda: fallback_intent(state),
-        config=config,
+        res.prompts["model_semantics"],
+        values,
+        res.dataset.genres,
+        request,
+        abstract,
+        config,
     )
-    intent = out.value
-    if request and request not in intent.queries:
-        # The user's own words are always searched too: small models paraphrase badly.
-        intent = intent.model_copy(update={"queries": [request, *intent.queries][:3]})
-    filters = ", ".join(intent.genres)
     return {
         "intent": intent,
         "trace": step.done(
             model=res.cloud_llm.name,
             usage=out.usage,
             status=out.status,
-            detail=out.error or " | ".join(intent.queries) + (f" [{filters}]" if filters else ""),
+            detail=describe(intent, out),
         ),
     }
 

@@ -26,6 +26,7 @@ from pydantic import (
     model_validator,
 )
 
+from cdarec.contract.placement import Placement
 from cdarec.contract.request import Constraints
 from cdarec.contract.schemas import UserAbstract
 
@@ -78,26 +79,37 @@ class PlannedStep(BaseModel):
 
 @dataclass(frozen=True)
 class NodeSpec:
-    """A sub-task of the turn: its node's name, its side, its place in the order (same
-    group: run in parallel) and the plan's switch that runs it (``None``: always)."""
+    """A node of the turn: its name, its side, its place in the order (same group: run in
+    parallel), the plan's switch that runs it (``None``: always) and, for a sub-task with
+    an implementation on each side, the sub-task it implements (``Placement`` picks one)."""
 
     task: str
     side: Literal["cloud", "device"]
     group: int
     branch: Literal["semantic", "sequence"] | None = None
+    role: Literal["planning", "semantics", "retrieval"] | None = None
 
 
-# The turn's sub-tasks, in order: the one place that says which side runs what (the graph
-# builder adds these nodes; ``Plan.steps`` and the privacy tests read them).
+# The turn's nodes, in order: the one place that says which side runs what (the graph
+# builder adds these nodes; ``Plan.steps`` and the privacy tests read them). A movable
+# sub-task has a node on each side; the plan's placement runs one of them.
 LAYOUT: tuple[NodeSpec, ...] = (
     NodeSpec("summarize_on_device", "device", 0),
-    NodeSpec("plan_strategy", "cloud", 1),
-    NodeSpec("model_semantics", "cloud", 2, "semantic"),
-    NodeSpec("retrieve_candidates", "cloud", 3, "semantic"),
+    NodeSpec("plan_strategy", "cloud", 1, role="planning"),
+    NodeSpec("plan_on_device", "device", 1, role="planning"),
+    NodeSpec("model_semantics", "cloud", 2, "semantic", role="semantics"),
+    NodeSpec("model_semantics_on_device", "device", 2, "semantic", role="semantics"),
+    NodeSpec("retrieve_candidates", "cloud", 3, "semantic", role="retrieval"),
+    NodeSpec("retrieve_on_device", "device", 3, "semantic", role="retrieval"),
     NodeSpec("model_sequence_on_device", "device", 2, "sequence"),
     NodeSpec("rank_on_device", "device", 4),
     NodeSpec("respond", "device", 5),
 )
+
+
+def node_for(role: Literal["planning", "semantics", "retrieval"], side: str) -> str:
+    """The node that runs a movable sub-task on a side."""
+    return next(n.task for n in LAYOUT if n.role == role and n.side == side)
 
 
 class Plan(BaseModel):
@@ -113,13 +125,18 @@ class Plan(BaseModel):
     weights: Weights
     note: str = Field(default="", max_length=200)
     source: PlanSource = "planner"
+    placement: Placement = Field(
+        default_factory=Placement, description="the side of each movable sub-task, and why"
+    )
 
     def steps(self) -> list[PlannedStep]:
-        """The sub-tasks this plan runs, with their sides (``LAYOUT``)."""
+        """The nodes this plan runs, with their sides (``LAYOUT`` and the placement)."""
+        sides = self.placement.sides()
         return [
             PlannedStep(task=n.task, side=n.side, group=n.group)
             for n in LAYOUT
-            if n.branch is None or getattr(self, n.branch)
+            if (n.branch is None or getattr(self, n.branch))
+            and (n.role is None or sides[n.role] == n.side)
         ]
 
 
@@ -236,8 +253,10 @@ def plan_for(
     *,
     why: str = "",
     source: PlanSource = "planner",
+    placement: Placement | None = None,
 ) -> Plan:
-    """The validated plan of a strategy for this user."""
+    """The validated plan of a strategy for this user, its sub-tasks placed by
+    ``placement`` (default: the default sides)."""
     spec = STRATEGIES[strategy]
     w_seq, w_sem, w_sim, w_judge = spec.weights
     # A guardrail, not a preference: a user with history always gets the model of that
@@ -261,6 +280,7 @@ def plan_for(
         weights=Weights(sequence=w_seq, semantic=w_sem, similar=w_sim, judge=w_judge),
         note=why[:200],
         source=source,
+        placement=placement or Placement(),
     )
 
 
@@ -319,8 +339,11 @@ def default_plan(
     request: str,
     retrieval_k: int,
     constraints: Constraints | None = None,
+    placement: Placement | None = None,
 ) -> Plan:
     """The documented fallback: the strategy ``choose_strategy`` picks for this user and
     request (cold start, history-led, request-led, ...)."""
     strategy, why = choose_strategy(abstract, constraints or Constraints(), request)
-    return plan_for(strategy, abstract, retrieval_k, why=f"rule: {why}", source="default")
+    return plan_for(
+        strategy, abstract, retrieval_k, why=f"rule: {why}", source="default", placement=placement
+    )

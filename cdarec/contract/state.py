@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from typing import Annotated, NotRequired, TypedDict, TypeVar
 
+from cdarec.contract.placement import DeviceContext, Placement
 from cdarec.contract.plan import Plan
 from cdarec.contract.request import Constraints
 from cdarec.contract.schemas import (
@@ -61,6 +62,11 @@ class CloudView(TypedDict, total=False):
     # retrieval searches with. A vector, not the history (None when there is no model
     # of the history: cold start, or the transition model).
     user_vector: list[float] | None
+    # What the device measured of its context (coarse buckets: link, cloud speed, load,
+    # power, privacy setting) and the placement of the movable sub-tasks it proposes from
+    # it; the plan carries the placement that runs (``contract.placement``).
+    context: DeviceContext | None
+    placement: Placement | None
     plan: Plan
     # What the request asks for, read by code from the request and the public catalogue
     # (genres, years, exclusions, a named film): binds every candidate, cloud and device.

@@ -15,13 +15,16 @@ import numpy as np
 from langchain_core.runnables import RunnableConfig
 from langgraph.runtime import Runtime
 
-from cdarec.contract.plan import runs_collab
-from cdarec.contract.request import Constraints, clean_request
-from cdarec.contract.schemas import COLLABORATIVE, Proposal, RankedItem, UserAbstract
+from cdarec.contract.placement import DeviceContext, Placement, enforce, placement_for
+from cdarec.contract.plan import ablated, default_plan, runs_collab
+from cdarec.contract.request import Constraints, clean_request, parse_request
+from cdarec.contract.schemas import COLLABORATIVE, Intent, Proposal, RankedItem, UserAbstract
+from cdarec.contract.semantics import code_intent, describe, interpret, prompt_values
 from cdarec.contract.state import State
 from cdarec.contract.steps import Step
 from cdarec.device.abstract import release, summarize
 from cdarec.device.memory import DeviceRecord
+from cdarec.device.query_check import checked_queries
 from cdarec.device.ranking import (
     REASON_MAX_CHARS,
     Judgement,
@@ -32,6 +35,7 @@ from cdarec.device.ranking import (
     salvage_judgement,
 )
 from cdarec.device.reasons import ItemFacts, check_reason, fact_reason
+from cdarec.device.recent import item_text
 from cdarec.device.resources import DeviceResources, device_resources
 from cdarec.device.sharing import device_key, shared_vector
 from cdarec.llm.structured import Usage, call_structured
@@ -81,8 +85,13 @@ def summarize_on_device(
         detail += f" (generalised to level {level}: {shared})"
     if vector is not None:
         detail += "; user vector sent" + (f" (sigma {s.collab_noise:g})" if s.collab_noise else "")
+    context, measured = res.context_monitor.snapshot(s)
+    placement = placement_for(s.placement, context, abstract)
+    detail += f"; context: {context.describe()} ({measured}); placement: {placement.describe()}"
     return {
         "turn": turn,
+        "context": context,
+        "placement": placement,
         # What every later node reads: control characters out, bounded (a request over the
         # bound ends the turn with RequestError's message, whoever called the graph).
         "request": clean_request(state.get("request") or ""),
@@ -110,6 +119,7 @@ def shared_with_cloud(
     model = res.sequence_model
     if not (
         s.collab_side == "cloud"
+        and s.privacy != "strict"  # strict: the cloud gets the request and the abstract only
         and rec.history
         and hasattr(model, "user_vector")
         and runs_collab(abstract, s.ablate)
@@ -117,6 +127,107 @@ def shared_with_cloud(
         return abstract, level, None
     raw = model.user_vector(sequence_input(res, rec))
     return abstract, level, shared_vector(raw, s.collab_noise, key or device_key(s.device_dir))
+
+
+def placed(state: State) -> Placement:
+    """The placement the device acts on: the plan's (whoever wrote it), within the
+    constraints no plan can break (``contract.placement.enforce``)."""
+    plan = state.get("plan")
+    proposed = plan.placement if plan is not None else state.get("placement") or Placement()
+    return enforce(proposed, state.get("context") or DeviceContext(), state["abstract"])
+
+
+def plan_on_device(
+    state: State, runtime: Runtime[Settings], config: RunnableConfig
+) -> dict[str, Any]:
+    """Planning on the device (the cloud is slow or unreachable): the rule's strategy
+    (``choose_strategy``, the planner's own fallback) for the request as the public
+    parser reads it; no model call."""
+    res = device_resources(runtime.context)
+    step = Step("plan_on_device", "device", state["turn"])
+    request = state.get("request") or ""
+    constraints = parse_request(request, res.vocabulary, res.latest_year)
+    placement = placed(state)
+    plan = default_plan(
+        state["abstract"], request, res.settings.retrieval_k, constraints, placement
+    )
+    if res.settings.ablate:
+        plan = ablated(plan, res.settings.ablate)
+    detail = f"{plan.strategy} ({plan.note}); read: {constraints.describe()}; {placement.why}"
+    return {"plan": plan, "constraints": constraints, "trace": step.done(detail=detail)}
+
+
+def model_semantics_on_device(
+    state: State, runtime: Runtime[Settings], config: RunnableConfig
+) -> dict[str, Any]:
+    """Semantic modelling on the device: the device SLM with the cloud's prompt and schema
+    (``contract.semantics.interpret``). It is given the request and the abstract, as the
+    cloud is; every query it writes is checked by code to name no film of the history
+    before it reaches the cloud's retrieval (``device.query_check``)."""
+    res = device_resources(runtime.context)
+    step = Step("model_semantics_on_device", "device", state["turn"])
+    request = (state.get("request") or "").strip()
+    abstract = state["abstract"]
+    constraints = state.get("constraints") or Constraints()
+    if (coded := code_intent(request, abstract, constraints)) is not None:
+        intent, detail = coded
+        return {"intent": intent, "trace": step.done(status="skipped", detail=detail)}
+    values = prompt_values(
+        res.dataset.genres, res.settings.retrieval_k, abstract, request, constraints
+    )
+    intent, out = interpret(
+        res.device_llm,
+        res.prompts["model_semantics"],
+        values,
+        res.dataset.genres,
+        request,
+        abstract,
+        config,
+    )
+    rec = res.device_record(res.settings.user_id)
+    titles = [res.dataset.items[int(i)].title for i in res.history_indices(rec)]
+    kept, caught = checked_queries(intent.queries, titles, request)
+    detail = describe(intent.model_copy(update={"queries": kept}), out)
+    if caught:
+        kept = kept or [request]
+        detail += f"; {len(caught)} quer(ies) named a watched film: dropped"
+    return {
+        "intent": Intent(queries=kept or [request], genres=intent.genres),
+        "trace": step.done(
+            model=res.device_llm.name, usage=out.usage, status=out.status, detail=detail
+        ),
+    }
+
+
+def retrieve_on_device(
+    state: State, runtime: Runtime[Settings], config: RunnableConfig
+) -> dict[str, Any]:
+    """Retrieval on the device: the intent's queries searched in the device's index of
+    what the cloud retrieved for this user lately (``device.recent``), within the
+    request's constraints; the hits join the pool as semantic candidates."""
+    res = device_resources(runtime.context)
+    turn, plan, intent = state["turn"], state["plan"], state.get("intent")
+    step = Step("retrieve_on_device", "device", turn)
+    user = res.settings.user_id or ""
+    rec = res.device_record(user)
+    excluded = excluded_indices(res, rec, _thread(config), state.get("scope"))
+    _, eligible = bound_eligible(res, state, excluded)
+    ds = res.dataset
+    queries = list(intent.queries) if intent else []
+    hits = res.recent_index.search(
+        user,
+        queries,
+        eligible,
+        lambda i: item_text(ds.items[i].label(), ds.items[i].genres),
+        plan.retrieval.k,
+    )
+    proposals = [
+        Proposal(turn=turn, item_id=ds.items[i].item_id, score=sim, source="semantic")
+        for i, sim in hits
+    ]
+    size = len(res.recent_index.items(user))
+    detail = f"{len(hits)} hits for {len(queries)} queries in the device's index of {size} items"
+    return {"proposals": proposals, "trace": step.done(detail=detail)}
 
 
 def excluded_indices(
@@ -276,7 +387,12 @@ def _pool(
         elif (p := add(c.item_id, "semantic")) is not None:
             p.semantic = max(p.semantic, c.similarity)
     for pr in state.get("proposals") or []:
-        if pr.turn == turn:
+        if pr.turn != turn:
+            continue
+        if pr.source == "semantic":  # retrieved on the device (``retrieve_on_device``)
+            if (p := add(pr.item_id, "semantic")) is not None:
+                p.semantic = max(p.semantic, pr.score)
+        else:
             add(pr.item_id, "collaborative" if pr.source == COLLABORATIVE else "sequence")
     for i in extra:
         add(ds.items[int(i)].item_id, "similar")
@@ -376,7 +492,7 @@ def _semantic_on_device(res: DeviceResources, pool: list[PoolItem], texts: list[
         return
     emb = res.device_embedder
     q = emb.embed_array(texts)
-    docs = emb.embed_array([f"{p.label}. Genres: {', '.join(p.genres)}." for p in missing])
+    docs = emb.embed_array([item_text(p.label, p.genres) for p in missing])
     sims = (docs @ q.T).max(axis=1)
     for p, s in zip(missing, sims, strict=True):
         p.semantic = float(s)
@@ -419,6 +535,14 @@ def rank_on_device(
     allowed = eligible | _mask_of(extra, ds.n_items)
     allowed[anchors] = False
     pool = _pool(res, state, rec, allowed, extra)
+    res.recent_index.add(  # what the cloud retrieved, for a turn that cannot reach it
+        res.settings.user_id or "",
+        [
+            ds.item_index[c.item_id]
+            for c in state.get("candidates") or []
+            if c.turn == turn and c.query != COLLABORATIVE and c.item_id in ds.item_index
+        ],
+    )
     for p in pool:
         i = ds.item_index[p.item_id]
         p.sequence = float(scores[i])
@@ -451,7 +575,10 @@ def rank_on_device(
     history = res.history_indices(rec)
     history_labels = [ds.items[int(i)].label() for i in history]
     m = min(res.settings.judge_top, len(pool))
-    if plan.judge and m > 0:
+    judge = placed(state).judge
+    if plan.judge and judge == "device-facts":
+        detail += "; no SLM judgement (placement: reasons from the items' facts)"
+    if plan.judge and judge == "device-slm" and m > 0:
         judged = pool[:m]
         # Items watched outside the catalogue stay in the history under their own name.
         recent = [
@@ -532,7 +659,7 @@ def rank_on_device(
         "ranking": ranking,
         "bound": constraints,
         "trace": step.done(
-            model=res.device_llm.name if plan.judge else None,
+            model=res.device_llm.name if plan.judge and judge == "device-slm" else None,
             usage=usage,
             status=status,
             detail=detail,

@@ -16,7 +16,9 @@ import numpy as np
 from cdarec.contract.resources import PublicResources, Registry, lazy
 from cdarec.data import leave_one_out
 from cdarec.device.abstract import PopulationTable, population_table
+from cdarec.device.context import ContextMonitor
 from cdarec.device.memory import DeviceMemory, DeviceRecord, Interaction, UnknownUserError
+from cdarec.device.recent import RecentIndex
 from cdarec.llm.embeddings import MiniLMEmbeddings
 from cdarec.llm.factory import LLM, build_llm
 from cdarec.seqrec.artefacts import shipped_model_path
@@ -132,6 +134,17 @@ class DeviceResources(PublicResources):
         )
 
     @lazy
+    def context_monitor(self) -> ContextMonitor:
+        """What the device measures of its context before each turn (``device.context``)."""
+        return ContextMonitor()
+
+    @lazy
+    def recent_index(self) -> RecentIndex:
+        """The catalogue items the cloud retrieved lately, per user, searched on the device
+        when retrieval is placed there (``device.recent``)."""
+        return RecentIndex(lambda texts: self.device_embedder.embed_array(texts))
+
+    @lazy
     def memory(self) -> DeviceMemory:
         return DeviceMemory(self.settings.device_dir, self.dataset.name)
 
@@ -157,7 +170,7 @@ class DeviceResources(PublicResources):
         system = self.prompts["rank_on_device"].system
         prime = [SystemMessage(content=system), HumanMessage(content="Recently watched:")]
         self.device_llm.text(1).invoke(prime, config={"callbacks": []})
-        _ = self.sequence_model, self.device_embedder
+        _ = self.sequence_model, self.device_embedder, self.context_monitor
         if self.settings.abstract_k >= 2:  # the k-anonymous release counts users
             _ = self.abstract_table
 

@@ -1,15 +1,20 @@
 """Graph: the CDA4Rec turn as a LangGraph ``StateGraph`` (the one module that wires
 both sides' nodes together).
 
-    START -> summarize_on_device (device) -> plan_strategy (cloud)
+    START -> summarize_on_device (device: abstract, measured context, proposed placement)
+          -> plan_strategy (cloud) | plan_on_device (device)            [placement]
           -> [Send per the plan, in parallel]
-               model_semantics (cloud) -> retrieve_candidates (cloud, one search per query)
+               model_semantics (cloud) | model_semantics_on_device (device)  [placement]
+                 -> retrieve_candidates (cloud) | retrieve_on_device (device) [placement]
                model_sequence_on_device (device)
           -> rank_on_device (device; deferred until every branch is done) -> respond -> END
 
-The plan decides which branches run (conditional edges returning ``Send``s); skipped
-steps never run. ``rank_on_device`` is a deferred node: it runs once, after every
-branch that was started has finished, whichever branches the plan chose.
+The plan decides which branches run and on which side each movable sub-task runs
+(conditional edges returning ``Send``s or a node name; ``contract.placement``); skipped
+steps never run. Every route reads the placement through ``enforce``, so a plan that
+breaks a privacy constraint is repaired before anything acts on it.
+``rank_on_device`` is a deferred node: it runs once, after every branch that was started
+has finished, whichever branches the plan chose.
 ``build_graph`` compiles without a checkpointer (the LangGraph server brings its own);
 the CLI, the web app and the tests pass theirs.
 """
@@ -27,12 +32,16 @@ from cdarec.cloud.nodes import (
     plan_strategy,
     retrieve_candidates,
 )
-from cdarec.contract.plan import LAYOUT
+from cdarec.contract.placement import DeviceContext, Placement, enforce
+from cdarec.contract.plan import LAYOUT, node_for
 from cdarec.contract.state import CloudView, State, TurnInput, TurnOutput
 from cdarec.device.nodes import (
+    model_semantics_on_device,
     model_sequence_on_device,
+    plan_on_device,
     rank_on_device,
     respond,
+    retrieve_on_device,
     summarize_on_device,
 )
 from cdarec.settings import ServerContext, Settings
@@ -42,8 +51,11 @@ from cdarec.tracing import guard_tracing
 FUNCTIONS: dict[str, Callable[..., Any]] = {
     "summarize_on_device": summarize_on_device,
     "plan_strategy": plan_strategy,
+    "plan_on_device": plan_on_device,
     "model_semantics": model_semantics,
+    "model_semantics_on_device": model_semantics_on_device,
     "retrieve_candidates": retrieve_candidates,
+    "retrieve_on_device": retrieve_on_device,
     "model_sequence_on_device": model_sequence_on_device,
     "rank_on_device": rank_on_device,
     "respond": respond,
@@ -52,15 +64,35 @@ CLOUD_NODES = tuple(n.task for n in LAYOUT if n.side == "cloud")
 DEVICE_NODES = tuple(n.task for n in LAYOUT if n.side == "device")
 
 
+def _placement(state: State) -> Placement:
+    """The placement a route follows: the plan's once there is one (the device's proposal
+    before), within the constraints (``enforce``)."""
+    plan = state.get("plan")
+    proposed = plan.placement if plan is not None else state.get("placement") or Placement()
+    return enforce(proposed, state.get("context") or DeviceContext(), state["abstract"])
+
+
+def route_planning(state: State) -> str:
+    """Who plans: the cloud planner, or the device's rule when the cloud is slow or gone."""
+    return node_for("planning", _placement(state).planning)
+
+
 def route_plan(state: State) -> list[Send] | str:
-    """Fan out to the branches the plan switched on; they run in the same superstep."""
-    plan = state["plan"]
+    """Fan out to the branches the plan switched on, each on its placed side; they run in
+    the same superstep. A cloud node gets the cloud view only."""
+    plan, placement = state["plan"], _placement(state)
     sends: list[Send] = []
     if plan.semantic:
-        sends.append(Send("model_semantics", _cloud_view(state)))
+        node = node_for("semantics", placement.semantics)
+        sends.append(Send(node, _cloud_view(state) if node in CLOUD_NODES else state))
     if plan.sequence:
         sends.append(Send("model_sequence_on_device", state))
     return sends or "rank_on_device"
+
+
+def route_retrieval(state: State) -> str:
+    """Where the intent's queries are searched: the cloud's catalogue or the device's index."""
+    return node_for("retrieval", _placement(state).retrieval)
 
 
 def _cloud_view(state: State) -> dict[str, Any]:
@@ -83,15 +115,23 @@ def build_graph(checkpointer: Checkpointer = None, context_schema: type[Any] = S
         g.add_node(node.task, FUNCTIONS[node.task], metadata={"side": node.side}, **extra)
 
     g.add_edge(START, "summarize_on_device")
-    g.add_edge("summarize_on_device", "plan_strategy")
     g.add_conditional_edges(
-        "plan_strategy",
-        route_plan,
-        ["model_semantics", "model_sequence_on_device", "rank_on_device"],
+        "summarize_on_device", route_planning, ["plan_strategy", "plan_on_device"]
     )
-    g.add_edge("model_semantics", "retrieve_candidates")
-    g.add_edge("retrieve_candidates", "rank_on_device")
-    g.add_edge("model_sequence_on_device", "rank_on_device")
+    branches = [
+        "model_semantics",
+        "model_semantics_on_device",
+        "model_sequence_on_device",
+        "rank_on_device",
+    ]
+    for planner in ("plan_strategy", "plan_on_device"):
+        g.add_conditional_edges(planner, route_plan, branches)
+    for semantics in ("model_semantics", "model_semantics_on_device"):
+        g.add_conditional_edges(
+            semantics, route_retrieval, ["retrieve_candidates", "retrieve_on_device"]
+        )
+    for node in ("retrieve_candidates", "retrieve_on_device", "model_sequence_on_device"):
+        g.add_edge(node, "rank_on_device")
     g.add_edge("rank_on_device", "respond")
     g.add_edge("respond", END)
     return g.compile(checkpointer=checkpointer, name="cdarec")

@@ -24,6 +24,7 @@ from langchain_core.language_models.chat_models import BaseChatModel
 from langchain_core.runnables import Runnable
 
 from cdarec.assets import AssetError, catalog, ensure_asset
+from cdarec.llm.linkstats import STATS
 from cdarec.settings import Settings
 
 Provider = Literal["llamacpp", "ollama", "openai", "embedded"]
@@ -91,6 +92,7 @@ class LLM:
             srv.model_path, srv.alias, srv.n_ctx, srv.threads, srv.log_path.parent
         )
         self.chat = self.reconnect(self.server.base_url)
+        STATS.register(self.spec, self.server.base_url)
         return True
 
     def json(self, schema: dict[str, Any], max_tokens: int, name: str = "output") -> Runnable:
@@ -161,6 +163,7 @@ def build_llm(spec: str, settings: Settings) -> LLM:
             seed=settings.seed,
         )
         mode = os.environ.get("CDAREC_OPENAI_JSON_MODE", "json_schema")
+        STATS.register(spec, os.environ.get("OPENAI_BASE_URL") or "https://api.openai.com/v1")
         return LLM(spec, provider, name, chat, json_mode=mode)
     from cdarec.llm.server import EmbeddedServer
 
@@ -181,4 +184,6 @@ def build_llm(spec: str, settings: Settings) -> LLM:
             seed=settings.seed,
         )
 
-    return LLM(spec, provider, alias, connect(server.base_url), server=server, reconnect=connect)
+    llm = LLM(spec, provider, alias, connect(server.base_url), server=server, reconnect=connect)
+    STATS.register(spec, server.base_url, on_down=llm.revive)
+    return llm

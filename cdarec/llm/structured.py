@@ -21,6 +21,7 @@ from langchain_core.runnables import RunnableConfig
 from pydantic import BaseModel, ValidationError
 
 from cdarec.llm.factory import LLM
+from cdarec.llm.linkstats import STATS
 
 T = TypeVar("T", bound=BaseModel)
 
@@ -101,8 +102,10 @@ def call_structured(
         return Structured(fallback(), "fallback", error=error, usage=usage)
     runnable = llm.json(json_schema or schema.model_json_schema(), max_tokens, schema.__name__)
     raw = ""
+    t0 = time.perf_counter()
     try:
         reply = runnable.invoke(messages, config=config)
+        STATS.record_call(llm.spec, time.perf_counter() - t0, ok=True)
         usage.add(reply)
         raw = str(reply.content)
         try:
@@ -131,6 +134,7 @@ def call_structured(
         except (ValueError, ValidationError) as err:
             error = f"invalid after repair: {_short(err)}"
     except Exception as err:  # the endpoint itself failed: dead server, timeout, HTTP error
+        STATS.record_call(llm.spec, time.perf_counter() - t0, ok=False)
         error = f"model call failed ({llm.spec}): {_short(err)}"
         llm.failed_at, llm.failure = time.monotonic(), _short(err)
     return Structured(fallback(), "fallback", error=error, raw=raw, usage=usage)

@@ -151,6 +151,8 @@ def test_cloud_nodes_can_only_read_the_cloud_view() -> None:
         "scope",
         "abstract",
         "user_vector",
+        "context",
+        "placement",
         "plan",
         "constraints",
         "intent",

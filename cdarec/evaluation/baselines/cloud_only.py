@@ -31,10 +31,11 @@ from langgraph.runtime import Runtime
 from langgraph.types import Checkpointer
 from pydantic import BaseModel, Field, ValidationInfo, field_validator
 
-from cdarec.cloud.nodes import INTENT_MAX_TOKENS, PLAN_MAX_TOKENS, read_request
+from cdarec.cloud.nodes import PLAN_MAX_TOKENS, read_request
 from cdarec.cloud.tools import RetrievalInput, make_retrieval_tool
 from cdarec.contract.plan import STRATEGIES, PlanDraft
 from cdarec.contract.schemas import GenreName, Intent, RankedItem, StepRecord, intent_json_schema
+from cdarec.contract.semantics import INTENT_MAX_TOKENS
 from cdarec.contract.steps import Step
 from cdarec.graph.runtime import get_resources
 from cdarec.llm.structured import call_structured

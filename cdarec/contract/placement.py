@@ -1,0 +1,187 @@
+"""Contract: context-aware placement — on which side each movable sub-task of a turn runs.
+
+CDA4Rec allocates sub-tasks "to cloud or device based on computational demands and
+privacy sensitivity". Here four sub-tasks have an implementation on each side, behind one
+interface (the same state channels in, the same out):
+
+- ``planning``: the cloud planner (``plan_strategy``) or the device's own choice of
+  strategy by the rule (``plan_on_device``) when the cloud is slow or gone;
+- ``semantics``: the cloud LLM from the abstract and request (``model_semantics``) or the
+  device SLM (``model_semantics_on_device``; it may read the recent history, and its
+  queries are checked by code to name no history item before they reach the cloud);
+- ``retrieval``: the cloud's catalogue (``retrieve_candidates``) or the device's small
+  index of the candidates it was shown recently (``retrieve_on_device``) for a device
+  that cannot reach the cloud or should not wait for it;
+- ``judge``: the device SLM with the history (``device-slm``), or the device's code alone
+  (``device-facts``: true reasons from the item's facts, no model call) when the device
+  is busy or on battery. (A cloud judgement for a user with no private history is not
+  built yet: the judgement reads the history, so it has no cloud side for anyone else.)
+
+The device measures its context (``DeviceContext``: coarse buckets of the cloud link, the
+cloud model's speed, the device's load and power, the user's privacy setting) and the plan
+carries the placement chosen from it (``choose_placement``). ``enforce`` holds the
+privacy constraints no plan can break; the device applies it to every plan it acts on,
+whoever wrote it, and a plan that breaks one is repaired, with the repair said.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from cdarec.contract.schemas import UserAbstract
+
+Side = Literal["cloud", "device"]
+Judge = Literal["device-slm", "device-facts"]
+Link = Literal["fast", "slow", "down", "unknown"]
+CloudSpeed = Literal["fast", "slow", "unknown"]
+Load = Literal["idle", "busy"]
+Privacy = Literal["standard", "strict"]
+MOVABLE = ("planning", "semantics", "retrieval", "judge")
+# Sub-tasks that read the raw history: no placement may put them on the cloud.
+READS_HISTORY = ("summary", "sequence", "judge", "ranking")
+
+
+class DeviceContext(BaseModel):
+    """What the device measured before the turn, in coarse buckets (the planner's input;
+    it says nothing about the user's history)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    link: Link = Field(default="unknown", description="the cloud endpoint's round trip")
+    cloud_speed: CloudSpeed = Field(
+        default="unknown", description="the cloud model's recent speed (seconds per call)"
+    )
+    load: Load = Field(default="idle", description="the device's CPU busy with other work")
+    low_power: bool = Field(default=False, description="on battery and low, or set by the user")
+    privacy: Privacy = Field(default="standard", description="the user's privacy setting")
+
+    def describe(self) -> str:
+        power = ", low power" if self.low_power else ""
+        return (
+            f"link {self.link}, cloud {self.cloud_speed}, device {self.load}{power}, "
+            f"privacy {self.privacy}"
+        )
+
+
+class Placement(BaseModel):
+    """The side of each movable sub-task this turn, and why."""
+
+    model_config = ConfigDict(frozen=True)
+
+    planning: Side = "cloud"
+    semantics: Side = "cloud"
+    retrieval: Side = "cloud"
+    judge: Judge = "device-slm"
+    why: str = Field(default="", max_length=300)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _history_stays(cls, data: object) -> object:
+        """A placement (from a planner, a caller, a saved plan) that puts a history-reading
+        sub-task on the cloud is refused and repaired: that sub-task runs on the device,
+        and ``why`` says what was repaired."""
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        moved = []
+        for task in READS_HISTORY:
+            side = data.get(task)
+            if isinstance(side, str) and side.startswith("cloud"):
+                moved.append(task)
+                if task == "judge":
+                    data[task] = "device-slm"
+                else:
+                    data.pop(task)  # always on the device: not a field that can be set
+        if moved:
+            note = f"repaired: {', '.join(moved)} read(s) the history and stay on the device"
+            data["why"] = f"{data.get('why') or ''}; {note}".strip("; ")[:300]
+        return data
+
+    def sides(self) -> dict[str, str]:
+        return {k: getattr(self, k) for k in MOVABLE}
+
+    def describe(self) -> str:
+        s = ", ".join(f"{k} {v}" for k, v in self.sides().items())
+        return f"{s} ({self.why})" if self.why else s
+
+
+# The fixed placements `cdarec bench placement` compares with the adaptive one, and that
+# `Settings.placement` can pin for experiments. "default" is what cdarec ran before
+# placement was measured: every movable sub-task where the paper's figure puts it.
+FIXED: dict[str, Placement] = {
+    "default": Placement(why="fixed: the default sides"),
+    "device": Placement(
+        planning="device", semantics="device", retrieval="device", why="fixed: all on the device"
+    ),
+    "lean-device": Placement(judge="device-facts", why="fixed: no device model call"),
+}
+PlacementName = Literal["adaptive", "default", "device", "lean-device"]
+
+
+def has_private_history(abstract: UserAbstract) -> bool:
+    """Whether the device holds anything of this user's that a judgement would read: any
+    history (the bucket), or feedback given this session."""
+    return abstract.state.bucket != "cold" or abstract.state.live_feedback != "none"
+
+
+def choose_placement(context: DeviceContext, abstract: UserAbstract) -> Placement:
+    """The adaptive rule: each sub-task on the side that answers sooner in this context,
+    within ``enforce``'s constraints. Measured by `cdarec bench placement`
+    (docs/results/placement.md), which also holds the thresholds of the buckets."""
+    reasons: list[str] = []
+    p = Placement()
+    if context.link == "down":
+        p = Placement(planning="device", semantics="device", retrieval="device")
+        reasons.append("the cloud is unreachable: everything on the device")
+    elif context.link == "slow":
+        # Each cloud round trip costs the link's delay: plan and interpret on the device,
+        # retrieve on the device from what it was shown before.
+        p = Placement(planning="device", semantics="device", retrieval="device")
+        reasons.append("slow link: no cloud round trip")
+    elif context.cloud_speed == "slow":
+        # The catalogue search does not wait on the cloud model; the two model calls do.
+        p = Placement(planning="device", semantics="device")
+        reasons.append("slow cloud model: the device plans and writes the queries")
+    busy = context.load == "busy" or context.low_power
+    if busy:
+        why = "device on low power" if context.low_power else "device busy"
+        if p.semantics == "device" and context.link != "down":
+            p = p.model_copy(update={"semantics": "cloud"})
+        p = p.model_copy(update={"judge": "device-facts"})
+        reasons.append(f"{why}: reasons from the items' facts, no device model call")
+    if not reasons:
+        reasons.append("normal conditions: the default sides")
+    return enforce(p.model_copy(update={"why": "; ".join(reasons)}), context, abstract)
+
+
+def violations(placement: Placement, context: DeviceContext, abstract: UserAbstract) -> list[str]:
+    """The constraints a placement breaks (empty: none)."""
+    out = []
+    if context.link == "down":
+        cloud = [k for k, v in placement.sides().items() if v == "cloud"]
+        if cloud:
+            out.append(f"the cloud is unreachable: {', '.join(cloud)} moved to the device")
+    return out
+
+
+def enforce(placement: Placement, context: DeviceContext, abstract: UserAbstract) -> Placement:
+    """The placement with every constraint met: a plan that puts a history-reading task on
+    the cloud (or anything on an unreachable cloud) is repaired, and says so."""
+    broken = violations(placement, context, abstract)
+    if not broken:
+        return placement
+    update: dict[str, str] = {}
+    if context.link == "down":
+        update.update(planning="device", semantics="device", retrieval="device")
+    why = f"{placement.why}; repaired: {'; '.join(broken)}" if placement.why else "; ".join(broken)
+    return placement.model_copy(update={**update, "why": why[:300]})
+
+
+def placement_for(name: str, context: DeviceContext, abstract: UserAbstract) -> Placement:
+    """The turn's placement: the adaptive rule, or a fixed one (``FIXED``) within the
+    constraints."""
+    if name == "adaptive":
+        return choose_placement(context, abstract)
+    return enforce(FIXED[name], context, abstract)

@@ -1,0 +1,146 @@
+"""Shared: what this process has measured of each model endpoint it calls over HTTP.
+
+The device decides where a sub-task runs from what it measures of the cloud (issue 20):
+the round trip to the endpoint (a ``GET /models`` probe, answered without touching the
+model) and how long its recent model calls took, whether they failed. Every model call
+made through ``call_structured`` is recorded here under the model's spec; the probe runs
+in a background thread so that no turn waits for it (except the very first, up to
+``FIRST_PROBE_WAIT_S``). Nothing here holds a prompt or a reply: durations and outcomes.
+
+Hand-written: no library measures an OpenAI-compatible endpoint's round trip apart from
+its generation time, and the numbers must come from this process's own calls.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import statistics
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import httpx
+
+WINDOW_S = 120.0  # measurements older than this are forgotten: conditions change
+PROBE_EVERY_S = 5.0
+PROBE_TIMEOUT_S = 2.0
+FIRST_PROBE_WAIT_S = 1.0
+
+
+@dataclass(frozen=True)
+class EndpointStats:
+    """A snapshot of one endpoint: median probe round trip (None: no answer yet), whether
+    it is unreachable now, the median seconds of its recent successful model calls."""
+
+    rtt_ms: float | None
+    down: bool
+    call_s: float | None
+    calls: int
+
+
+@dataclass
+class _Endpoint:
+    url: str | None = None
+    probes: deque[tuple[float, float | None]] = field(default_factory=lambda: deque(maxlen=5))
+    calls: deque[tuple[float, float, bool]] = field(default_factory=lambda: deque(maxlen=8))
+    probing: threading.Thread | None = None
+    last_probe: float = 0.0
+    on_down: Callable[[], object] | None = None
+
+
+class LinkStats:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._eps: dict[str, _Endpoint] = {}
+
+    def _ep(self, key: str) -> _Endpoint:
+        return self._eps.setdefault(key, _Endpoint())
+
+    def register(
+        self, key: str, url: str | None, on_down: Callable[[], object] | None = None
+    ) -> None:
+        """The HTTP base URL (``.../v1``) of the endpoint behind model spec ``key``;
+        ``on_down`` is called (in the probe's thread) when a probe finds it unreachable:
+        an embedded server restarts itself, so that a device that stopped calling a dead
+        cloud learns when it is back."""
+        with self._lock:
+            ep = self._ep(key)
+            if on_down is not None:
+                ep.on_down = on_down
+            if ep.url != url:
+                ep.url, ep.last_probe = url, 0.0
+                ep.probes.clear()
+
+    def record_call(self, key: str, seconds: float, ok: bool) -> None:
+        """One model call: how long it took, and whether the endpoint answered."""
+        with self._lock:
+            self._ep(key).calls.append((time.monotonic(), seconds, ok))
+
+    def reset(self, key: str | None = None) -> None:
+        """Forget what was measured (a benchmark's new condition)."""
+        with self._lock:
+            for k, ep in self._eps.items():
+                if key is None or k == key:
+                    ep.probes.clear()
+                    ep.calls.clear()
+                    ep.last_probe = 0.0
+
+    def _probe(self, key: str, url: str) -> None:
+        t0 = time.perf_counter()
+        rtt: float | None
+        try:
+            httpx.get(f"{url.rstrip('/')}/models", timeout=PROBE_TIMEOUT_S).raise_for_status()
+            rtt = 1000 * (time.perf_counter() - t0)
+        except (httpx.HTTPError, OSError):
+            rtt = None
+        with self._lock:
+            ep = self._ep(key)
+            if ep.url == url:
+                ep.probes.append((time.monotonic(), rtt))
+            hook = ep.on_down if rtt is None else None
+        if hook is not None:
+            with contextlib.suppress(Exception):  # a failed restart: seen by the next probe
+                hook()
+
+    def snapshot(self, key: str) -> EndpointStats:
+        """What is known of ``key`` now; starts a probe in the background when the last one
+        is older than ``PROBE_EVERY_S`` (and waits for it when none has answered yet)."""
+        now = time.monotonic()
+        with self._lock:
+            ep = self._ep(key)
+            waiter = None
+            if ep.url and now - ep.last_probe > PROBE_EVERY_S and ep.probing is None:
+                ep.last_probe = now
+                url = ep.url
+
+                def run(ep: _Endpoint = ep, url: str = url) -> None:
+                    try:
+                        self._probe(key, url)
+                    finally:
+                        with self._lock:
+                            ep.probing = None
+
+                ep.probing = threading.Thread(target=run, daemon=True, name=f"probe-{key}")
+                ep.probing.start()
+                if not ep.probes:
+                    waiter = ep.probing
+        if waiter is not None:
+            waiter.join(FIRST_PROBE_WAIT_S)
+        with self._lock:
+            probes = [(t, r) for t, r in ep.probes if now - t <= WINDOW_S]
+            calls = [(t, s, ok) for t, s, ok in ep.calls if now - t <= WINDOW_S]
+        answered = [r for _, r in probes if r is not None]
+        # Unreachable when the newest thing heard of it, probe or call, is a failure.
+        events = sorted([(t, r is not None) for t, r in probes] + [(t, ok) for t, _, ok in calls])
+        good = [s for _, s, ok in calls if ok]
+        return EndpointStats(
+            rtt_ms=statistics.median(answered[-3:]) if answered else None,
+            down=bool(events) and not events[-1][1],
+            call_s=statistics.median(good[-5:]) if good else None,
+            calls=len(good),
+        )
+
+
+STATS = LinkStats()
