@@ -126,6 +126,12 @@ class Settings(BaseSettings):
         description="Treat the device as on low power (no device model call when another "
         "way exists); None = from the battery (on battery below 20%).",
     )
+    chroma_url: str | None = Field(
+        default=None,
+        description="A Chroma server (http://host:port) holding the catalogue and the "
+        "collaborative index, instead of the embedded Chroma under the home; start one with "
+        "`chroma run --path DIR --port N`.",
+    )
     embedder: str = Field(default="minilm-l6-int8", description="Catalogue embedding model.")
     retrieval_k: int = Field(
         default=30, ge=1, le=500, description="Default number of candidates the cloud retrieves."
@@ -201,6 +207,7 @@ class Settings(BaseSettings):
         keys = (
             "home",
             "dataset",
+            "chroma_url",
             "device_model",
             "cloud_model",
             "embedder",

@@ -112,8 +112,40 @@ def cmd_bench_privacy(args: argparse.Namespace) -> int:
     return 0
 
 
+def _names(value: str, known: tuple[str, ...], what: str) -> tuple[str, ...]:
+    picked = tuple(v.strip() for v in value.split(",") if v.strip()) if value != "all" else known
+    bad = [v for v in picked if v not in known]
+    if bad or not picked:
+        raise CliError(f"unknown {what} {', '.join(bad) or '(none)'}; known: {', '.join(known)}", 2)
+    return picked
+
+
+def cmd_bench_placement(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from cdarec.evaluation.bench.placement import CONDITIONS, PLACEMENTS, run
+
+    conditions = _names(args.conditions, tuple(CONDITIONS), "condition(s)")
+    placements = _names(args.placements, PLACEMENTS, "placement(s)")
+    if args.users < 1:
+        raise CliError("--users must be at least 1", 2)
+    try:
+        run(
+            settings_from(args),
+            args.users,
+            conditions,
+            placements,
+            console,
+            Path(args.out),
+            args.seed,
+        )
+    except (ValueError, RuntimeError) as err:
+        raise CliError(str(err), 2) from err
+    return 0
+
+
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
-    """bench accuracy, latency, web, turns, chat, load, privacy"""
+    """bench accuracy, latency, web, turns, chat, load, privacy, placement"""
     b = sub.add_parser("bench", help="benchmarks (print tables)").add_subparsers(
         dest="action", required=True
     )
@@ -251,3 +283,27 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     bp.add_argument("--seed", type=int, default=2024, help="the user sample's seed")
     bp.add_argument("--out", default="results", help="folder for JSON/Markdown/PNG")
     bp.set_defaults(func=cmd_bench_privacy)
+
+    from cdarec.evaluation.bench.placement import CONDITIONS, PLACEMENTS
+
+    bl = b.add_parser(
+        "placement",
+        parents=[common],
+        help="every placement of the movable sub-tasks under slow, gone and busy conditions",
+        description="Runs the cloud as servers (the embedded llama.cpp server, a Chroma "
+        "server started here) behind a loopback proxy that makes each condition: "
+        + "; ".join(f"{k}: {c.says}" for k, c in CONDITIONS.items())
+        + ". Each user of a Protocol R sample has three turns (their Protocol R request, "
+        "open words only a model can read, an empty turn) under each placement: "
+        + ", ".join(PLACEMENTS)
+        + " (adaptive: chosen per turn from the measured context). Prints p50/p95 turn "
+        "time, first items, cloud tokens, turns answered, HR@10/NDCG@10 and satisfaction, "
+        "and issue 20's targets as met or not; writes JSON and a plot to --out. Needs the "
+        "trained SASRec (`cdarec train`).",
+    )
+    bl.add_argument("--users", type=int, default=5, help="users, three turns each")
+    bl.add_argument("--conditions", default="all", help="'all' or comma-separated names")
+    bl.add_argument("--placements", default="all", help="'all' or comma-separated names")
+    bl.add_argument("--seed", type=int, default=0, help="the user sample's seed")
+    bl.add_argument("--out", default="results", help="folder for JSON/PNG")
+    bl.set_defaults(func=cmd_bench_placement)

@@ -20,7 +20,7 @@ from cdarec.cloud.tools import (
     make_collab_tool,
     make_retrieval_tool,
 )
-from cdarec.contract.placement import DeviceContext, Placement, enforce
+from cdarec.contract.placement import Placement, enforce
 from cdarec.contract.plan import (
     PlanDraft,
     ablated,
@@ -157,8 +157,7 @@ def _plan_strategy(
 def placed(state: CloudView) -> Placement:
     """The placement the device measured and proposed for this turn, within the privacy
     constraints (``enforce``; the device checks it again before it acts on the plan)."""
-    context = state.get("context") or DeviceContext()
-    return enforce(state.get("placement") or Placement(), context, state["abstract"])
+    return enforce(state.get("placement") or Placement())
 
 
 def _fits(strategy: str, context: dict[str, Any]) -> bool:
@@ -229,9 +228,19 @@ def retrieve_candidates(
     """One catalogue search per query, run in parallel (``tool.batch``), within the
     request's constraints (relaxed in their stated order while the first query finds
     fewer than ``RELAX_MIN_HITS``); results are merged by the ``candidates`` reducer."""
+    step = Step("retrieve_candidates", "cloud", state["turn"])
+    try:
+        return _retrieve_candidates(state, runtime, config, step)
+    except Exception as err:
+        detail = f"the cloud's catalogue failed ({type(err).__name__}: {str(err)[:120]})"
+        return {"candidates": [], "trace": step.done(status="error", detail=detail)}
+
+
+def _retrieve_candidates(
+    state: CloudView, runtime: Runtime[Settings], config: RunnableConfig, step: Step
+) -> dict[str, Any]:
     res = cloud_resources(runtime.context)
     turn, plan, intent = state["turn"], state["plan"], state.get("intent")
-    step = Step("retrieve_candidates", "cloud", turn)
     scope = list(state.get("scope") or [])
     # Each query within the search's bound (an LLM may write a long one); none empty.
     queries = [q.strip()[:MAX_REQUEST_CHARS] for q in (intent.queries if intent else [])]

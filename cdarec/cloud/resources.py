@@ -52,7 +52,7 @@ class CloudResources(PublicResources):
     @lazy
     def catalogue(self) -> Catalogue:
         cat = open_catalogue(self.settings, self.dataset)
-        if cat.count() != self.dataset.n_items:  # first use, or an index cut short: complete it
+        if cat.size() != self.dataset.n_items:  # first use, or an index cut short: complete it
             cat.index(self.dataset.items)
         return cat
 
@@ -83,7 +83,9 @@ class CloudResources(PublicResources):
 
         vectors = model.item_vectors()
         key = f"{model.name}-{zlib.crc32(np.ascontiguousarray(vectors).tobytes()):08x}"
-        index = CollabIndex(self.settings.chroma_dir, self.dataset.name, key)
+        index = CollabIndex(
+            self.settings.chroma_dir, self.dataset.name, key, self.settings.chroma_url
+        )
         index.index(self.dataset.items, vectors)
         return index
 

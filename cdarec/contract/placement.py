@@ -19,9 +19,11 @@ interface (the same state channels in, the same out):
 
 The device measures its context (``DeviceContext``: coarse buckets of the cloud link, the
 cloud model's speed, the device's load and power, the user's privacy setting) and the plan
-carries the placement chosen from it (``choose_placement``). ``enforce`` holds the
-privacy constraints no plan can break; the device applies it to every plan it acts on,
-whoever wrote it, and a plan that breaks one is repaired, with the repair said.
+carries the placement chosen from it (``choose_placement``). Privacy is a hard constraint
+no plan can break: the sub-tasks that read the history (the summary, the sequence model,
+the judgement, the ranking) have no cloud side, a placement that names one for them is
+repaired, with the repair said, and ``enforce`` re-checks every plan the device acts on,
+whoever wrote it.
 """
 
 from __future__ import annotations
@@ -29,8 +31,6 @@ from __future__ import annotations
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
-
-from cdarec.contract.schemas import UserAbstract
 
 Side = Literal["cloud", "device"]
 Judge = Literal["device-slm", "device-facts"]
@@ -120,16 +120,10 @@ FIXED: dict[str, Placement] = {
 PlacementName = Literal["adaptive", "default", "device", "lean-device"]
 
 
-def has_private_history(abstract: UserAbstract) -> bool:
-    """Whether the device holds anything of this user's that a judgement would read: any
-    history (the bucket), or feedback given this session."""
-    return abstract.state.bucket != "cold" or abstract.state.live_feedback != "none"
-
-
-def choose_placement(context: DeviceContext, abstract: UserAbstract) -> Placement:
-    """The adaptive rule: each sub-task on the side that answers sooner in this context,
-    within ``enforce``'s constraints. Measured by `cdarec bench placement`
-    (docs/results/placement.md), which also holds the thresholds of the buckets."""
+def choose_placement(context: DeviceContext) -> Placement:
+    """The adaptive rule: each sub-task on the side that answers sooner in this context
+    (measured by `cdarec bench placement`, docs/results/placement.md, which also holds
+    the thresholds of the buckets)."""
     reasons: list[str] = []
     p = Placement()
     if context.link == "down":
@@ -147,41 +141,25 @@ def choose_placement(context: DeviceContext, abstract: UserAbstract) -> Placemen
     busy = context.load == "busy" or context.low_power
     if busy:
         why = "device on low power" if context.low_power else "device busy"
-        if p.semantics == "device" and context.link != "down":
-            p = p.model_copy(update={"semantics": "cloud"})
         p = p.model_copy(update={"judge": "device-facts"})
         reasons.append(f"{why}: reasons from the items' facts, no device model call")
     if not reasons:
         reasons.append("normal conditions: the default sides")
-    return enforce(p.model_copy(update={"why": "; ".join(reasons)}), context, abstract)
+    return p.model_copy(update={"why": "; ".join(reasons)})
 
 
-def violations(placement: Placement, context: DeviceContext, abstract: UserAbstract) -> list[str]:
-    """The constraints a placement breaks (empty: none)."""
-    out = []
-    if context.link == "down":
-        cloud = [k for k, v in placement.sides().items() if v == "cloud"]
-        if cloud:
-            out.append(f"the cloud is unreachable: {', '.join(cloud)} moved to the device")
-    return out
+def enforce(placement: Placement) -> Placement:
+    """The placement as it may run. The history-reading sub-tasks have no cloud side
+    (``Placement`` refuses one and repairs it, saying so in ``why``); this validates the
+    placement again from its fields, because ``model_copy(update=...)`` and
+    ``model_construct`` skip validation: a plan changed that way (by a planner, a
+    caller, a saved checkpoint) is repaired here before anything acts on it."""
+    return Placement.model_validate(placement.model_dump())
 
 
-def enforce(placement: Placement, context: DeviceContext, abstract: UserAbstract) -> Placement:
-    """The placement with every constraint met: a plan that puts a history-reading task on
-    the cloud (or anything on an unreachable cloud) is repaired, and says so."""
-    broken = violations(placement, context, abstract)
-    if not broken:
-        return placement
-    update: dict[str, str] = {}
-    if context.link == "down":
-        update.update(planning="device", semantics="device", retrieval="device")
-    why = f"{placement.why}; repaired: {'; '.join(broken)}" if placement.why else "; ".join(broken)
-    return placement.model_copy(update={**update, "why": why[:300]})
-
-
-def placement_for(name: str, context: DeviceContext, abstract: UserAbstract) -> Placement:
+def placement_for(name: str, context: DeviceContext) -> Placement:
     """The turn's placement: the adaptive rule, or a fixed one (``FIXED``) within the
     constraints."""
     if name == "adaptive":
-        return choose_placement(context, abstract)
-    return enforce(FIXED[name], context, abstract)
+        return choose_placement(context)
+    return FIXED[name]

@@ -25,12 +25,14 @@ import time
 import psutil
 
 from cdarec.contract.placement import DeviceContext
-from cdarec.llm.linkstats import STATS
+from cdarec.llm.linkstats import STATS, catalogue_key, worst
 from cdarec.settings import Settings
 
 SLOW_LINK_MS = 150.0  # a loopback or LAN probe answers in a few ms; a poor mobile link in 300+
 SLOW_CLOUD_S = 6.0  # warm cloud calls took 2-4 s here (docs/results/speed.md)
-BUSY_SHARE = 0.5  # over half the CPU kept busy by other programs
+# Another program keeping a third of the machine busy: with cdarec's own model threads
+# competing, two busy processes on this 2-core machine measured 35-60%, an idle one 0-5%.
+BUSY_SHARE = 0.3
 LOW_BATTERY_PERCENT = 20
 MIN_INTERVAL_S = 0.2  # the first sample waits this long for a measurable interval
 
@@ -95,7 +97,10 @@ class ContextMonitor:
     def snapshot(self, settings: Settings) -> tuple[DeviceContext, str]:
         """The context now for a run with ``settings``, and the measurements behind it (for
         the trace)."""
-        cloud = STATS.snapshot(settings.cloud_model)
+        keys = [settings.cloud_model]
+        if settings.chroma_url:  # the cloud's catalogue is a server of its own
+            keys.append(catalogue_key(settings.chroma_url))
+        cloud = worst([STATS.snapshot(k) for k in keys])
         if cloud.down:
             link = "down"
         elif cloud.rtt_ms is None:

@@ -15,7 +15,7 @@ import numpy as np
 from langchain_core.runnables import RunnableConfig
 from langgraph.runtime import Runtime
 
-from cdarec.contract.placement import DeviceContext, Placement, enforce, placement_for
+from cdarec.contract.placement import Placement, enforce, placement_for
 from cdarec.contract.plan import ablated, default_plan, runs_collab
 from cdarec.contract.request import Constraints, clean_request, parse_request
 from cdarec.contract.schemas import COLLABORATIVE, Intent, Proposal, RankedItem, UserAbstract
@@ -86,7 +86,7 @@ def summarize_on_device(
     if vector is not None:
         detail += "; user vector sent" + (f" (sigma {s.collab_noise:g})" if s.collab_noise else "")
     context, measured = res.context_monitor.snapshot(s)
-    placement = placement_for(s.placement, context, abstract)
+    placement = placement_for(s.placement, context)
     detail += f"; context: {context.describe()} ({measured}); placement: {placement.describe()}"
     return {
         "turn": turn,
@@ -130,11 +130,11 @@ def shared_with_cloud(
 
 
 def placed(state: State) -> Placement:
-    """The placement the device acts on: the plan's (whoever wrote it), within the
-    constraints no plan can break (``contract.placement.enforce``)."""
+    """The placement the device acts on: the plan's once there is one (whoever wrote it),
+    the device's own proposal before, re-checked (``contract.placement.enforce``)."""
     plan = state.get("plan")
     proposed = plan.placement if plan is not None else state.get("placement") or Placement()
-    return enforce(proposed, state.get("context") or DeviceContext(), state["abstract"])
+    return enforce(proposed)
 
 
 def plan_on_device(
@@ -160,10 +160,10 @@ def plan_on_device(
 def model_semantics_on_device(
     state: State, runtime: Runtime[Settings], config: RunnableConfig
 ) -> dict[str, Any]:
-    """Semantic modelling on the device: the device SLM with the cloud's prompt and schema
-    (``contract.semantics.interpret``). It is given the request and the abstract, as the
-    cloud is; every query it writes is checked by code to name no film of the history
-    before it reaches the cloud's retrieval (``device.query_check``)."""
+    """Semantic modelling on the device: the device SLM with the same schema and code paths
+    as the cloud (``contract.semantics.interpret``) and a short prompt of its own that
+    gives it the request alone; every query it writes is checked by code to name no film
+    of the history before it reaches the cloud's retrieval (``device.query_check``)."""
     res = device_resources(runtime.context)
     step = Step("model_semantics_on_device", "device", state["turn"])
     request = (state.get("request") or "").strip()
@@ -177,7 +177,7 @@ def model_semantics_on_device(
     )
     intent, out = interpret(
         res.device_llm,
-        res.prompts["model_semantics"],
+        res.prompts["model_semantics_device"],
         values,
         res.dataset.genres,
         request,

@@ -11,8 +11,8 @@ both sides' nodes together).
 
 The plan decides which branches run and on which side each movable sub-task runs
 (conditional edges returning ``Send``s or a node name; ``contract.placement``); skipped
-steps never run. Every route reads the placement through ``enforce``, so a plan that
-breaks a privacy constraint is repaired before anything acts on it.
+steps never run. Every route reads the placement through ``placed`` (``enforce``), so a
+plan that puts a history-reading sub-task on the cloud is repaired before anything runs.
 ``rank_on_device`` is a deferred node: it runs once, after every branch that was started
 has finished, whichever branches the plan chose.
 ``build_graph`` compiles without a checkpointer (the LangGraph server brings its own);
@@ -32,12 +32,12 @@ from cdarec.cloud.nodes import (
     plan_strategy,
     retrieve_candidates,
 )
-from cdarec.contract.placement import DeviceContext, Placement, enforce
 from cdarec.contract.plan import LAYOUT, node_for
 from cdarec.contract.state import CloudView, State, TurnInput, TurnOutput
 from cdarec.device.nodes import (
     model_semantics_on_device,
     model_sequence_on_device,
+    placed,
     plan_on_device,
     rank_on_device,
     respond,
@@ -64,23 +64,15 @@ CLOUD_NODES = tuple(n.task for n in LAYOUT if n.side == "cloud")
 DEVICE_NODES = tuple(n.task for n in LAYOUT if n.side == "device")
 
 
-def _placement(state: State) -> Placement:
-    """The placement a route follows: the plan's once there is one (the device's proposal
-    before), within the constraints (``enforce``)."""
-    plan = state.get("plan")
-    proposed = plan.placement if plan is not None else state.get("placement") or Placement()
-    return enforce(proposed, state.get("context") or DeviceContext(), state["abstract"])
-
-
 def route_planning(state: State) -> str:
     """Who plans: the cloud planner, or the device's rule when the cloud is slow or gone."""
-    return node_for("planning", _placement(state).planning)
+    return node_for("planning", placed(state).planning)
 
 
 def route_plan(state: State) -> list[Send] | str:
     """Fan out to the branches the plan switched on, each on its placed side; they run in
     the same superstep. A cloud node gets the cloud view only."""
-    plan, placement = state["plan"], _placement(state)
+    plan, placement = state["plan"], placed(state)
     sends: list[Send] = []
     if plan.semantic:
         node = node_for("semantics", placement.semantics)
@@ -92,7 +84,7 @@ def route_plan(state: State) -> list[Send] | str:
 
 def route_retrieval(state: State) -> str:
     """Where the intent's queries are searched: the cloud's catalogue or the device's index."""
-    return node_for("retrieval", _placement(state).retrieval)
+    return node_for("retrieval", placed(state).retrieval)
 
 
 def _cloud_view(state: State) -> dict[str, Any]:

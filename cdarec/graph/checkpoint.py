@@ -15,7 +15,7 @@ from pathlib import Path
 from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 from langgraph.checkpoint.sqlite import SqliteSaver
 
-from cdarec.contract import plan, request, schemas
+from cdarec.contract import placement, plan, request, schemas
 
 STATE_TYPES = [
     (schemas.__name__, "UserAbstract"),
@@ -28,6 +28,8 @@ STATE_TYPES = [
     (plan.__name__, "Plan"),
     (plan.__name__, "Retrieval"),
     (plan.__name__, "Weights"),
+    (placement.__name__, "Placement"),
+    (placement.__name__, "DeviceContext"),
     (request.__name__, "Constraints"),
 ]
 

@@ -172,11 +172,20 @@ def build_llm(spec: str, settings: Settings) -> LLM:
     server = EmbeddedServer.get(
         path, alias, settings.llm_ctx, settings.llm_threads, settings.home / "logs"
     )
+    return llama_server_client(spec, alias, server.base_url, settings, server)
 
-    def connect(base_url: str) -> BaseChatModel:
+
+def llama_server_client(
+    spec: str, alias: str, base_url: str, settings: Settings, server: Any = None
+) -> LLM:
+    """A client of a llama.cpp OpenAI-compatible server at ``base_url`` (the embedded one,
+    or the same reached through another address: a benchmark's link in between)."""
+    from langchain_openai import ChatOpenAI
+
+    def connect(url: str) -> BaseChatModel:
         return ChatOpenAI(
             model=alias,
-            base_url=base_url,
+            base_url=url,
             api_key="embedded-local",  # type: ignore[arg-type]
             temperature=0,
             timeout=settings.llm_timeout_s,
@@ -184,6 +193,6 @@ def build_llm(spec: str, settings: Settings) -> LLM:
             seed=settings.seed,
         )
 
-    llm = LLM(spec, provider, alias, connect(server.base_url), server=server, reconnect=connect)
-    STATS.register(spec, server.base_url, on_down=llm.revive)
+    llm = LLM(spec, "embedded", alias, connect(base_url), server=server, reconnect=connect)
+    STATS.register(spec, base_url, on_down=llm.revive if server is not None else None)
     return llm

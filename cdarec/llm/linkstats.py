@@ -14,7 +14,6 @@ its generation time, and the numbers must come from this process's own calls.
 from __future__ import annotations
 
 import contextlib
-import statistics
 import threading
 import time
 from collections import deque
@@ -31,8 +30,9 @@ FIRST_PROBE_WAIT_S = 1.0
 
 @dataclass(frozen=True)
 class EndpointStats:
-    """A snapshot of one endpoint: median probe round trip (None: no answer yet), whether
-    it is unreachable now, the median seconds of its recent successful model calls."""
+    """A snapshot of one endpoint: its probe round trip (None: no answer yet), whether
+    it is unreachable now, the seconds of its recent successful model calls (None
+    before two)."""
 
     rtt_ms: float | None
     down: bool
@@ -48,6 +48,7 @@ class _Endpoint:
     probing: threading.Thread | None = None
     last_probe: float = 0.0
     on_down: Callable[[], object] | None = None
+    probe_path: str = "/models"
 
 
 class LinkStats:
@@ -59,9 +60,14 @@ class LinkStats:
         return self._eps.setdefault(key, _Endpoint())
 
     def register(
-        self, key: str, url: str | None, on_down: Callable[[], object] | None = None
+        self,
+        key: str,
+        url: str | None,
+        on_down: Callable[[], object] | None = None,
+        probe_path: str = "/models",
     ) -> None:
-        """The HTTP base URL (``.../v1``) of the endpoint behind model spec ``key``;
+        """The HTTP base URL (``.../v1``) of the endpoint behind model spec ``key`` (or of
+        another cloud service, probed at ``probe_path``);
         ``on_down`` is called (in the probe's thread) when a probe finds it unreachable:
         an embedded server restarts itself, so that a device that stopped calling a dead
         cloud learns when it is back."""
@@ -69,6 +75,7 @@ class LinkStats:
             ep = self._ep(key)
             if on_down is not None:
                 ep.on_down = on_down
+            ep.probe_path = probe_path
             if ep.url != url:
                 ep.url, ep.last_probe = url, 0.0
                 ep.probes.clear()
@@ -87,11 +94,11 @@ class LinkStats:
                     ep.calls.clear()
                     ep.last_probe = 0.0
 
-    def _probe(self, key: str, url: str) -> None:
+    def _probe(self, key: str, url: str, path: str) -> None:
         t0 = time.perf_counter()
         rtt: float | None
         try:
-            httpx.get(f"{url.rstrip('/')}/models", timeout=PROBE_TIMEOUT_S).raise_for_status()
+            httpx.get(f"{url.rstrip('/')}{path}", timeout=PROBE_TIMEOUT_S).raise_for_status()
             rtt = 1000 * (time.perf_counter() - t0)
         except (httpx.HTTPError, OSError):
             rtt = None
@@ -113,11 +120,11 @@ class LinkStats:
             waiter = None
             if ep.url and now - ep.last_probe > PROBE_EVERY_S and ep.probing is None:
                 ep.last_probe = now
-                url = ep.url
+                url, path = ep.url, ep.probe_path
 
-                def run(ep: _Endpoint = ep, url: str = url) -> None:
+                def run(ep: _Endpoint = ep, url: str = url, path: str = path) -> None:
                     try:
-                        self._probe(key, url)
+                        self._probe(key, url, path)
                     finally:
                         with self._lock:
                             ep.probing = None
@@ -134,13 +141,35 @@ class LinkStats:
         answered = [r for _, r in probes if r is not None]
         # Unreachable when the newest thing heard of it, probe or call, is a failure.
         events = sorted([(t, r is not None) for t, r in probes] + [(t, ok) for t, _, ok in calls])
-        good = [s for _, s, ok in calls if ok]
+        good = [s for _, s, ok in calls if ok][-3:]
         return EndpointStats(
-            rtt_ms=statistics.median(answered[-3:]) if answered else None,
+            # The least of the last three: a probe that waited for a busy server measured
+            # the server, not the link (the way TCP estimates its round trip).
+            rtt_ms=min(answered[-3:]) if answered else None,
             down=bool(events) and not events[-1][1],
-            call_s=statistics.median(good[-5:]) if good else None,
+            # The least of the last three, once there are two: one cold call (a model
+            # loading, a first prompt evaluated) does not make a cloud slow; a slow cloud's
+            # every call is.
+            call_s=min(good) if len(good) >= 2 else None,
             calls=len(good),
         )
+
+
+def worst(stats: list[EndpointStats]) -> EndpointStats:
+    """Several services of one cloud seen as one: down if any is, the slowest round trip."""
+    rtts = [s.rtt_ms for s in stats if s.rtt_ms is not None]
+    calls = [s.call_s for s in stats if s.call_s is not None]
+    return EndpointStats(
+        rtt_ms=max(rtts) if rtts else None,
+        down=any(s.down for s in stats),
+        call_s=max(calls) if calls else None,
+        calls=sum(s.calls for s in stats),
+    )
+
+
+def catalogue_key(url: str) -> str:
+    """The key a Chroma server's probe is kept under."""
+    return f"chroma:{url}"
 
 
 STATS = LinkStats()

@@ -25,6 +25,7 @@ EXPECTED: dict[str, frozenset[str]] = {
     "cloud_context": frozenset({"genres", "retrieval_k"}),
     "plan_strategy": frozenset({"abstract", "request", "reading", "suggested"}),
     "model_semantics": frozenset({"abstract", "request"}),
+    "model_semantics_device": frozenset({"request"}),
     "rank_on_device": frozenset({"recent", "request", "candidates"}),
     # The cloud-only baseline (benchmarks only): raw history goes to the cloud by design.
     "cloud_only_profile": frozenset({"genres", "history"}),

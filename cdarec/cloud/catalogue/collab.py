@@ -34,8 +34,10 @@ def collab_collection_name(dataset_name: str, model_key: str) -> str:
 
 
 class CollabIndex:
-    def __init__(self, chroma_dir: Path, dataset_name: str, model_key: str) -> None:
-        self.client = open_client(chroma_dir)
+    def __init__(
+        self, chroma_dir: Path, dataset_name: str, model_key: str, url: str | None = None
+    ) -> None:
+        self.client = open_client(chroma_dir, url)
         self.name = collab_collection_name(dataset_name, model_key)
         self.collection = self.client.get_or_create_collection(
             self.name, metadata={"hnsw:space": "ip"}, embedding_function=None

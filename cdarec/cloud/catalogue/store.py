@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import chromadb
 from chromadb.config import Settings as ChromaSettings
@@ -24,6 +25,7 @@ from langchain_chroma import Chroma
 
 from cdarec.data import Dataset, Item
 from cdarec.llm.embeddings import MiniLMEmbeddings
+from cdarec.llm.linkstats import STATS, catalogue_key
 from cdarec.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -59,11 +61,32 @@ def item_metadata(item: Item) -> dict[str, Any]:
     return meta
 
 
-def open_client(path: Path) -> chromadb.ClientAPI:
+class CatalogueUnavailableError(RuntimeError):
+    """The Chroma server cannot be reached: the message says where and how to start one."""
+
+
+def open_client(path: Path, url: str | None = None) -> chromadb.ClientAPI:
+    """The embedded persistent Chroma under ``path``, or the Chroma server at ``url``
+    (``http://host:port``; started with `chroma run --path DIR --port N`)."""
+    settings = ChromaSettings(anonymized_telemetry=False, allow_reset=False)
+    if url:
+        parsed = urlparse(url)
+        STATS.register(catalogue_key(url), url, probe_path="/api/v2/heartbeat")
+        try:
+            return chromadb.HttpClient(
+                host=parsed.hostname or "localhost",
+                port=parsed.port or (443 if parsed.scheme == "https" else 8000),
+                ssl=parsed.scheme == "https",
+                settings=settings,
+            )
+        except Exception as err:  # chromadb raises ValueError / httpx errors on connect
+            raise CatalogueUnavailableError(
+                f"the Chroma server at {url} cannot be reached ({err}); start one with "
+                "`chroma run --path DIR --port N`, or unset CDAREC_CHROMA_URL for the "
+                "embedded catalogue"
+            ) from err
     path.mkdir(parents=True, exist_ok=True)
-    return chromadb.PersistentClient(
-        path=str(path), settings=ChromaSettings(anonymized_telemetry=False, allow_reset=False)
-    )
+    return chromadb.PersistentClient(path=str(path), settings=settings)
 
 
 @dataclass
@@ -108,10 +131,16 @@ class Catalogue:
     """A data set's catalogue: Chroma collection + embedder, wrapped by langchain-chroma."""
 
     def __init__(
-        self, chroma_dir: Path, dataset_name: str, embedder_name: str, embeddings: MiniLMEmbeddings
+        self,
+        chroma_dir: Path,
+        dataset_name: str,
+        embedder_name: str,
+        embeddings: MiniLMEmbeddings,
+        url: str | None = None,
     ) -> None:
         self.embeddings = embeddings
-        self.client = open_client(chroma_dir)
+        self.client = open_client(chroma_dir, url)
+        self._count: int | None = None
         self.name = collection_name(dataset_name, embedder_name)
         self.store = Chroma(
             collection_name=self.name,
@@ -127,9 +156,17 @@ class Catalogue:
     def count(self) -> int:
         return int(self.collection.count())
 
+    def size(self) -> int:
+        """The item count, asked once (a search against a server would pay a round trip
+        for it every time); ``index`` updates it."""
+        if self._count is None:
+            self._count = self.count()
+        return self._count
+
     def index(
         self, items: Sequence[Item], progress: Callable[[int, int], None] | None = None
     ) -> IndexReport:
+        self._count = None
         existing: dict[str, str] = {}
         got = self.collection.get(include=["metadatas"])
         for id_, meta in zip(got["ids"], got["metadatas"] or [], strict=False):
@@ -182,7 +219,7 @@ class Catalogue:
     ) -> list[Hit]:
         where = build_where(genres, year_min, year_max, exclude_ids, only_ids, genre_mode)
         vec = self.embeddings.embed_query(query) if isinstance(query, str) else list(query)
-        n = min(k, max(self.count(), 1))
+        n = min(k, max(self.size(), 1))
         results = self.store.similarity_search_by_vector_with_relevance_scores(
             vec, k=n, filter=where
         )
@@ -226,6 +263,10 @@ def open_catalogue(settings: Settings, dataset: Dataset) -> Catalogue:
     database) is moved aside and rebuilt: the catalogue is public data derived from the
     data set, so a rebuild loses nothing (the caller indexes what is missing)."""
     emb = MiniLMEmbeddings.from_home(settings.home, settings.embedder, threads=settings.llm_threads)
+    if settings.chroma_url:  # a server's storage is the server's: nothing to move aside
+        return Catalogue(
+            settings.chroma_dir, dataset.name, settings.embedder, emb, settings.chroma_url
+        )
     try:
         cat = Catalogue(settings.chroma_dir, dataset.name, settings.embedder, emb)
         cat.count()
