@@ -55,6 +55,8 @@ def print_turn(values: dict[str, Any]) -> None:
             f"seq {w.sequence:.2f} / sem {w.semantic:.2f} / like {w.similar:.2f} / "
             f"slm {w.judge:.2f}[/dim]"
         )
+        # where each movable sub-task ran this turn, and why (issue 20)
+        console.print(f"[dim]placement: {escape(plan.placement.describe())}[/dim]")
     trace = values.get("trace") or []
     if trace:
         t0 = min(r.start for r in trace)

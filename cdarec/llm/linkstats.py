@@ -98,7 +98,9 @@ class LinkStats:
         t0 = time.perf_counter()
         rtt: float | None
         try:
-            httpx.get(f"{url.rstrip('/')}{path}", timeout=PROBE_TIMEOUT_S).raise_for_status()
+            # Any HTTP answer is a round trip (OpenAI answers /models 401 without a key):
+            # only no answer at all makes the endpoint unreachable.
+            httpx.get(f"{url.rstrip('/')}{path}", timeout=PROBE_TIMEOUT_S)
             rtt = 1000 * (time.perf_counter() - t0)
         except (httpx.HTTPError, OSError):
             rtt = None

@@ -13,6 +13,7 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import get_args
 
 import numpy as np
 import pytest
@@ -21,6 +22,7 @@ from cdarec.contract.placement import (
     FIXED,
     DeviceContext,
     Placement,
+    PlacementName,
     choose_placement,
     enforce,
     placement_for,
@@ -90,6 +92,11 @@ def test_a_busy_or_low_power_device_makes_no_model_call_of_its_own(ctx) -> None:
     p = choose_placement(ctx)
     assert p.judge == "device-facts"
     assert p.semantics == "cloud"  # the device SLM is not asked to write queries either
+
+
+def test_the_settings_name_every_placement() -> None:
+    names = set(get_args(Settings.model_fields["placement"].annotation))
+    assert names == {"adaptive", *FIXED} == set(get_args(PlacementName))
 
 
 def test_a_fixed_placement_is_what_it_says() -> None:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import string
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,9 @@ def test_every_packaged_prompt_loads_and_formats() -> None:
     prompts = load_all()
     assert set(prompts) == set(EXPECTED)
     for name, p in prompts.items():
-        names = EXPECTED[name] | EXPECTED.get(p.shared_system or "", frozenset())
+        # the variables of its own sections and of the system section it shares
+        shared = prompts[p.shared_system].system if p.shared_system else ""
+        names = EXPECTED[name] | {f for _, f, _, _ in string.Formatter().parse(shared) if f}
         msgs = p.messages(**{v: f"<{v}>" for v in names})
         text = " ".join(str(m.content) for m in msgs)
         assert all(f"<{v}>" in text for v in names)
