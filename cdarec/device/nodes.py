@@ -130,8 +130,8 @@ def shared_with_cloud(
 
 
 def placed(state: State) -> Placement:
-    """The placement the device acts on: the plan's once there is one (whoever wrote it),
-    the device's own proposal before, re-checked (``contract.placement.enforce``)."""
+    """The placement the device acts on after planning: this turn's plan's (whoever wrote
+    it), re-checked (``contract.placement.enforce``)."""
     plan = state.get("plan")
     proposed = plan.placement if plan is not None else state.get("placement") or Placement()
     return enforce(proposed)
@@ -147,7 +147,7 @@ def plan_on_device(
     step = Step("plan_on_device", "device", state["turn"])
     request = state.get("request") or ""
     constraints = parse_request(request, res.vocabulary, res.latest_year)
-    placement = placed(state)
+    placement = enforce(state.get("placement") or Placement())  # this turn's proposal
     plan = default_plan(
         state["abstract"], request, res.settings.retrieval_k, constraints, placement
     )

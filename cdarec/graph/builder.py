@@ -32,6 +32,7 @@ from cdarec.cloud.nodes import (
     plan_strategy,
     retrieve_candidates,
 )
+from cdarec.contract.placement import Placement, enforce
 from cdarec.contract.plan import LAYOUT, node_for
 from cdarec.contract.state import CloudView, State, TurnInput, TurnOutput
 from cdarec.device.nodes import (
@@ -66,7 +67,9 @@ DEVICE_NODES = tuple(n.task for n in LAYOUT if n.side == "device")
 
 def route_planning(state: State) -> str:
     """Who plans: the cloud planner, or the device's rule when the cloud is slow or gone."""
-    return node_for("planning", placed(state).planning)
+    # Before planning, the state still holds the last turn's plan: this turn's proposal
+    # (written by summarize_on_device) decides who plans.
+    return node_for("planning", enforce(state.get("placement") or Placement()).planning)
 
 
 def route_plan(state: State) -> list[Send] | str:

@@ -18,6 +18,7 @@ from langgraph.checkpoint.memory import InMemorySaver
 from cdarec.evaluation.bench.conditions import Link, LinkProxy
 from cdarec.evaluation.bench.placement import start_chroma
 from cdarec.graph.builder import build_graph
+from cdarec.graph.checkpoint import serializer
 from cdarec.graph.runtime import Resources, get_resources, use_resources
 from cdarec.llm.factory import llama_server_client
 from cdarec.llm.linkstats import STATS
@@ -34,7 +35,7 @@ def _steps(out) -> dict:
 
 
 def test_each_movable_task_runs_on_the_real_device_model(smol_settings: Settings) -> None:
-    graph = build_graph(InMemorySaver())
+    graph = build_graph(InMemorySaver(serde=serializer()))
     cfg = {"configurable": {"thread_id": "placement-1"}}
     s = smol_settings.model_copy(update={"placement": "default"})
     first = graph.invoke({"request": OPEN}, cfg, context=s)  # the cloud's turn
@@ -69,7 +70,7 @@ def test_a_real_slow_link_then_a_dead_cloud_move_the_work_to_the_device(
         sequence_model=base.device.sequence_model,
     )
     use_resources(res)
-    graph = build_graph(InMemorySaver())
+    graph = build_graph(InMemorySaver(serde=serializer()))
     cfg = {"configurable": {"thread_id": "placement-2"}}
     try:
         out = graph.invoke({"request": OPEN}, cfg, context=s)
@@ -111,7 +112,7 @@ def test_the_catalogue_served_by_a_chroma_server_and_a_turn_without_it(
                 )
             )
             assert res.cloud.catalogue.count() == base.dataset.n_items
-            graph = build_graph(InMemorySaver())
+            graph = build_graph(InMemorySaver(serde=serializer()))
             cfg = {"configurable": {"thread_id": "placement-3"}}
             out = graph.invoke({"request": "a funny animated film"}, cfg, context=s)
             step = _steps(out)["retrieve_candidates"]

@@ -143,8 +143,9 @@ def test_the_plan_lists_the_side_each_movable_task_runs_on() -> None:
 
 def test_the_routes_follow_the_placement() -> None:
     a = abstract()
-    state = {"abstract": a, "placement": FIXED["device"], "turn": 1, "request": "x"}
-    assert route_planning(state) == "plan_on_device"
+    last_turn = default_plan(a, "x", 30, placement=FIXED["default"])
+    state = {"abstract": a, "placement": FIXED["device"], "turn": 2, "plan": last_turn}
+    assert route_planning(state) == "plan_on_device"  # this turn's proposal, not the old plan
     state["plan"] = default_plan(a, "x", 30, placement=FIXED["device"])
     assert [s.node for s in route_plan(state)] == [
         "model_semantics_on_device",
