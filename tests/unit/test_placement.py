@@ -322,3 +322,27 @@ def test_a_device_query_naming_a_watched_film_never_reaches_the_cloud(graph) -> 
     assert "named a watched film" in step.detail
     sent = g.get_state(cfg).values["intent"].queries  # what the retrieval searched
     assert sent and all(watched not in q for q in sent)
+
+
+# -- the benchmark's own arithmetic ----------------------------------------------------
+
+
+def test_the_bench_summary_and_its_verdicts() -> None:
+    from cdarec.evaluation.bench.placement import Turn, summarise, verdicts
+
+    def turns(wall: float, answered: bool = True) -> list[Turn]:
+        kinds = ("request", "open", "none")
+        return [
+            Turn("u", k, "", wall, wall / 4, answered, 10, 1, {"planning": "cloud"}, rank=0)
+            for k in kinds
+        ]
+
+    slow, fast = summarise(turns(6.0)), summarise(turns(3.0))
+    assert slow["p50_s"] == 6.0 and slow["request_hr10"] == 1.0 and slow["answered"] == 1.0
+    assert slow["sides"] == {"planning": {"cloud": 3}}
+    v = verdicts({"slow-link": {"default": slow, "device": fast, "adaptive": fast}})
+    assert "2.00x faster than default (met)" in v["slow-link"]
+    assert "1.00x (met)" in v["slow-link"]
+    gone = summarise(turns(1.0, answered=False))
+    assert gone["answered"] == 0.0
+    assert "answered 0% (NOT met)" in verdicts({"unreachable": {"adaptive": gone}})["unreachable"]
