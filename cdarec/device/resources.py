@@ -142,7 +142,16 @@ class DeviceResources(PublicResources):
     def recent_index(self) -> RecentIndex:
         """The catalogue items the cloud retrieved lately, per user, searched on the device
         when retrieval is placed there (``device.recent``)."""
-        return RecentIndex(lambda texts: self.device_embedder.embed_array(texts))
+        ds = self.dataset
+        # Kept on disk for the device's own users; an evaluation's fixed records are not.
+        folder = (
+            self.settings.device_dir / "recent" / slug(ds.name) if self.records is None else None
+        )
+        return RecentIndex(
+            lambda texts: self.device_embedder.embed_array(texts),
+            folder=folder,
+            ids=[it.item_id for it in ds.items],
+        )
 
     @lazy
     def memory(self) -> DeviceMemory:

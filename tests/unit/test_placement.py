@@ -29,7 +29,7 @@ from cdarec.contract.placement import (
 )
 from cdarec.contract.plan import default_plan
 from cdarec.contract.schemas import UserAbstract
-from cdarec.device.context import ContextMonitor
+from cdarec.device.context import SLOW_LINK_MS, ContextMonitor
 from cdarec.device.query_check import checked_queries, history_titles_in, title_forms
 from cdarec.device.recent import RecentIndex
 from cdarec.evaluation.bench.conditions import CpuHog, Link, LinkProxy
@@ -195,6 +195,26 @@ def test_the_recent_index_searches_only_allowed_recent_items() -> None:
     assert idx.search("other", ["q3"], allowed, lambda i: f"item{i}", k=5) == []
 
 
+def test_the_recent_index_survives_a_restart_and_a_corrupted_file(tmp_path: Path) -> None:
+    ids = ["a", "b", "c", "d"]
+
+    def embed(texts: list[str]) -> np.ndarray:
+        return np.ones((len(texts), 2)) / np.sqrt(2)
+
+    first = RecentIndex(embed, folder=tmp_path, ids=ids)
+    first.add("user/1", [2, 0])
+    saved = next(tmp_path.iterdir())
+    assert saved.stat().st_mode & 0o777 == 0o600
+    assert json.loads(saved.read_text()) == ["c", "a"]  # catalogue ids, not positions
+    again = RecentIndex(embed, folder=tmp_path, ids=ids)  # a restarted device
+    assert again.items("user/1") == [2, 0]
+    saved.write_text("{not json")
+    broken = RecentIndex(embed, folder=tmp_path, ids=ids)
+    assert broken.items("user/1") == []  # a cache of public items: starts empty
+    broken.add("user/1", [3])
+    assert json.loads(saved.read_text()) == ["d"]
+
+
 # -- what the device measures ------------------------------------------------------------
 
 
@@ -217,7 +237,7 @@ def test_the_link_is_measured_fast_slow_and_down_on_a_real_server() -> None:
     try:
         stats.register("cloud", f"{proxy.url}/v1")
         fast = stats.snapshot("cloud")
-        assert fast.rtt_ms is not None and fast.rtt_ms < 100 and not fast.down
+        assert fast.rtt_ms is not None and fast.rtt_ms < SLOW_LINK_MS and not fast.down
         proxy.link = Link(delay_s=0.25)
         stats.reset()
         slow = stats.snapshot("cloud")
