@@ -132,6 +132,12 @@ class Settings(BaseSettings):
         "collaborative index, instead of the embedded Chroma under the home; start one with "
         "`chroma run --path DIR --port N`.",
     )
+    database_url: str | None = Field(
+        default=None,
+        description="A PostgreSQL server (postgresql://user:pass@host:port/db) for the chat "
+        "sessions' checkpoints, shared by several `cdarec serve` workers, instead of the "
+        "device's SQLite file. Device memory (history, feedback) never goes there.",
+    )
     embedder: str = Field(default="minilm-l6-int8", description="Catalogue embedding model.")
     retrieval_k: int = Field(
         default=30, ge=1, le=500, description="Default number of candidates the cloud retrieves."

@@ -102,20 +102,69 @@ def smol_settings(shared_home: Path) -> Settings:
     )
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A real PostgreSQL server for the session, started on loopback from the system's
+    binaries (scripts/test.sh installs Debian's package) and removed after."""
+    from cdarec.service.engines import EngineError, start_postgres
+
+    try:
+        engine = start_postgres()
+    except EngineError as err:
+        pytest.fail(str(err))
+    yield engine
+    engine.stop()
+
+
+@pytest.fixture(scope="session")
+def chroma_server(_catalogue_template: Path | None, tmp_path_factory: pytest.TempPathFactory):
+    """A real Chroma server (`chroma run`) for the session, on loopback, serving a copy of
+    the ML-100K catalogue (tests index into it as into the embedded one)."""
+    from cdarec.service.engines import EngineError, start_chroma
+
+    path = tmp_path_factory.mktemp("chroma-server") / "chroma"
+    if _catalogue_template is not None:
+        shutil.copytree(_catalogue_template, path)
+    try:
+        engine = start_chroma(path)
+    except EngineError as err:
+        pytest.fail(str(err))
+    yield engine
+    engine.stop()
+
+
+@pytest.fixture()
+def postgres_url(postgres_server, request: pytest.FixtureRequest):
+    """A fresh database on the session's server for one test (dropped after), as
+    LangGraph's own checkpointer tests do."""
+    import uuid
+
+    from cdarec.graph.checkpoint import close_postgres
+    from cdarec.service.engines import create_database, drop_database
+
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    url = create_database(postgres_server.url, name)
+    yield url
+    close_postgres(url)
+    drop_database(postgres_server.url, name)
+
+
+@pytest.fixture(params=["memory", "sqlite", "postgres"])
 def checkpointer(request: pytest.FixtureRequest, tmp_path: Path):
     """Every checkpointer backend the graph runs on, with the project's own serializer
     (its allow-list of state types): graph tests take this fixture and run on each."""
     from langgraph.checkpoint.memory import InMemorySaver
 
-    from cdarec.graph.checkpoint import serializer, sqlite_checkpointer
+    from cdarec.graph.checkpoint import postgres_checkpointer, serializer, sqlite_checkpointer
 
     if request.param == "memory":
         yield InMemorySaver(serde=serializer())
-    else:
+    elif request.param == "sqlite":
         saver = sqlite_checkpointer(tmp_path / "checkpoints.sqlite")
         yield saver
         saver.conn.close()
+    else:
+        yield postgres_checkpointer(request.getfixturevalue("postgres_url"))
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -6,6 +6,7 @@ unit test can drive the whole graph without loading a model.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -74,3 +75,11 @@ def by_task(plan: str, queries: str, judge: str) -> Callable[[list[BaseMessage]]
         return judge
 
     return script
+
+
+# The scripted answers most fake-model tests give (one per sub-task's prompt).
+PLAN = json.dumps({"strategy": "balanced"})
+COLD_START = json.dumps({"strategy": "cold-start"})
+QUERIES = json.dumps({"queries": ["light science fiction comedy"]})
+FITS, ALSO = "a fine pick for tonight", "also worth a look"
+JUDGE = json.dumps({"picks": [{"n": 2, "reason": FITS}, {"n": 1, "reason": ALSO}]})

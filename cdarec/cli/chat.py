@@ -179,14 +179,14 @@ def cmd_access(args: argparse.Namespace) -> int:
 
 
 def cmd_sessions(args: argparse.Namespace) -> int:
-    from cdarec.graph.checkpoint import sqlite_checkpointer
+    from cdarec.graph.checkpoint import has_sessions, open_checkpointer
     from cdarec.service.sessions import list_sessions
 
     s = settings_from(args)
-    if not s.checkpoint_db.exists():
+    if not has_sessions(s):
         console.print("no sessions yet: start one with `cdarec chat --user ID`")
         return 0
-    sessions = list_sessions(sqlite_checkpointer(s.checkpoint_db), user=args.user)
+    sessions = list_sessions(open_checkpointer(s), user=args.user)
     if args.json:
         print(json.dumps([x.model_dump() for x in sessions], indent=2))
         return 0
@@ -205,15 +205,15 @@ def cmd_trace(args: argparse.Namespace) -> int:
     from rich.tree import Tree
 
     from cdarec.graph.builder import build_graph
-    from cdarec.graph.checkpoint import sqlite_checkpointer
+    from cdarec.graph.checkpoint import open_checkpointer, where_sessions
     from cdarec.service.sessions import iso, turn_traces
 
     s = settings_from(args)
-    graph = build_graph(sqlite_checkpointer(s.checkpoint_db))
+    graph = build_graph(open_checkpointer(s))
     turns = turn_traces(graph.get_state_history({"configurable": {"thread_id": args.thread}}))
     if not turns:
         raise CliError(
-            f"no session '{args.thread}' in {s.checkpoint_db} (`cdarec sessions` lists them)", 2
+            f"no session '{args.thread}' in {where_sessions(s)} (`cdarec sessions` lists them)", 2
         )
     if args.json:
         print(json.dumps([t.model_dump(mode="json") for t in turns], indent=2))

@@ -63,14 +63,14 @@ class ChatSession:
         also evaluate their fixed system prompts ("prime": for a session whose first
         message comes later, as when a person types it); "off" loads on first use."""
         from cdarec.graph.builder import build_graph
-        from cdarec.graph.checkpoint import sqlite_checkpointer
+        from cdarec.graph.checkpoint import open_checkpointer
 
         self.settings = settings
         self.res = get_resources(settings)
         self.warming = None if warm_up == "off" else self.res.warm_up(prime=warm_up == "prime")
         self.user = settings.user_id or ""
         self.res.device_record(self.user)  # unknown user: clear error before anything runs
-        self.graph = build_graph(sqlite_checkpointer(settings.checkpoint_db))
+        self.graph = build_graph(open_checkpointer(settings))
         self.thread = thread or f"{slug(self.user, 40)}-{uuid.uuid4().hex[:8]}"
         self.notice = ""  # a one-off message for the next turn's output (model switched)
         self.config = {

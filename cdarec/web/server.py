@@ -53,7 +53,7 @@ from pydantic import BaseModel, Field
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from cdarec.contract.request import MAX_REQUEST_CHARS
-from cdarec.graph.checkpoint import sqlite_checkpointer
+from cdarec.graph.checkpoint import has_sessions, open_checkpointer
 from cdarec.graph.runtime import UserNotFoundError, get_resources
 from cdarec.service.access import Access, AccessError, one_off_token, same_secret
 from cdarec.service.chat import ChatError, ChatSession, turn_result
@@ -208,6 +208,14 @@ def create_app(
     app.state.signin_user = web.signin_user
     chats: OrderedDict[str, ChatSession] = OrderedDict()
     chats_lock = threading.Lock()
+    opened: list[Any] = []  # the app's one checkpointer, opened once sessions exist
+
+    def checkpoints() -> Any:
+        """The sessions' checkpointer, or None while none can exist (no SQLite file yet)."""
+        with chats_lock:
+            if not opened and has_sessions(settings):
+                opened.append(open_checkpointer(settings))
+            return opened[0] if opened else None
 
     def chat_for(user: str, thread: str | None) -> ChatSession:
         """This user's chat session on ``thread`` (None: a new thread). Another user's
@@ -220,11 +228,8 @@ def create_app(
                 chats.move_to_end(thread)
                 return chat
         if thread is not None:
-            owner = (
-                thread_owner(sqlite_checkpointer(settings.checkpoint_db), thread)
-                if settings.checkpoint_db.exists()
-                else None
-            )
+            saver = checkpoints()
+            owner = thread_owner(saver, thread) if saver is not None else None
             if owner != user:
                 raise HTTPException(404, "no such session")
         try:
@@ -304,9 +309,9 @@ def create_app(
 
     @app.get("/api/sessions")
     def sessions_of(ident: Me) -> list[dict[str, Any]]:
-        if not settings.checkpoint_db.exists():
+        saver = checkpoints()
+        if saver is None:
             return []
-        saver = sqlite_checkpointer(settings.checkpoint_db)
         return [s.model_dump() for s in list_sessions(saver, user=ident.user)]
 
     @app.post("/api/sessions")

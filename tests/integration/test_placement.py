@@ -96,10 +96,8 @@ def test_the_catalogue_served_by_a_chroma_server_and_a_turn_without_it(
     if not (REAL_HOME / "datasets" / "ml-100k").exists():
         pytest.fail("ML-100K missing: run scripts/test.sh")
     with tempfile.TemporaryDirectory() as tmp:
-        proc, port = start_chroma(smol_settings, base.dataset, Path(tmp), _Quiet())
-        s = smol_settings.model_copy(
-            update={"chroma_url": f"http://127.0.0.1:{port}", "placement": "default"}
-        )
+        chroma = start_chroma(smol_settings, base.dataset, Path(tmp), _Quiet())
+        s = smol_settings.model_copy(update={"chroma_url": chroma.url, "placement": "default"})
         try:
             res = use_resources(
                 Resources(
@@ -118,15 +116,13 @@ def test_the_catalogue_served_by_a_chroma_server_and_a_turn_without_it(
             step = _steps(out)["retrieve_candidates"]
             assert step.status == "ok" and not step.detail.startswith("0 hits"), step.detail
             assert any("semantic" in r.sources for r in out["ranking"])
-            proc.terminate()
-            proc.wait(10)
+            chroma.stop()
             out = graph.invoke({"request": "a funny animated film"}, cfg, context=s)
             step = _steps(out)["retrieve_candidates"]
             assert step.status == "error" and "catalogue failed" in step.detail
             assert out["ranking"], "the device's proposals answer without the catalogue"
         finally:
-            if proc.poll() is None:
-                proc.kill()
+            chroma.stop()
             use_resources(base)
 
 

@@ -12,8 +12,7 @@ from rich.console import Console
 from cdarec.evaluation.bench import chat
 from cdarec.graph.runtime import Resources
 from cdarec.settings import Settings
-from tests.fakes import by_task, fake_llm
-from tests.unit.test_graph_fake import JUDGE, PLAN, QUERIES
+from tests.fakes import JUDGE, PLAN, QUERIES, by_task, fake_llm
 
 
 def _res(home: Path) -> tuple[Settings, Resources]:

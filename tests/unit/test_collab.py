@@ -21,8 +21,7 @@ from cdarec.graph.runtime import Resources, use_resources
 from cdarec.seqrec.config import TrainConfig
 from cdarec.settings import Settings
 from tests.conftest import REAL_HOME
-from tests.fakes import by_task, fake_llm
-from tests.unit.test_graph_fake import JUDGE, PLAN
+from tests.fakes import JUDGE, PLAN, by_task, fake_llm
 
 TINY = TrainConfig(hidden=16, max_len=50, epochs=2, time_budget_s=60, valid_users=0)
 COMEDY = json.dumps({"queries": ["a light comedy"], "genres": ["Comedy"]})

@@ -8,45 +8,18 @@ The same paths run on real models in tests/integration.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
 from cdarec.contract.state import CloudView
 from cdarec.graph.builder import CLOUD_NODES, build_graph
-from cdarec.graph.runtime import Resources, UserNotFoundError, use_resources
-from cdarec.settings import Settings
-from tests.conftest import REAL_HOME
-from tests.fakes import by_task, fake_llm
-
-PLAN = json.dumps({"strategy": "balanced"})
-COLD_START = json.dumps({"strategy": "cold-start"})
-QUERIES = json.dumps({"queries": ["light science fiction comedy"]})
-FITS, ALSO = "a fine pick for tonight", "also worth a look"
-JUDGE = json.dumps({"picks": [{"n": 2, "reason": FITS}, {"n": 1, "reason": ALSO}]})
+from cdarec.graph.runtime import UserNotFoundError
+from tests.fakes import COLD_START, FITS
 
 
 @pytest.fixture()
-def setup(home: Path, checkpointer):
-    if not (REAL_HOME / "datasets" / "ml-100k").exists():
-        pytest.fail("ML-100K missing: run scripts/test.sh")
-
-    def make(plan: str = PLAN, user: str = "196", cloud_fail: bool = False, planner: str = "llm"):
-        # planner "llm" by default: most tests here are about what the planner LLM writes
-        s = Settings(
-            home=home,
-            dataset="ml-100k",
-            user_id=user,
-            judge_top=4,
-            show_top=4,
-            planner=planner,  # type: ignore[arg-type]
-        )
-        cloud = fake_llm(by_task(plan, QUERIES, JUDGE), "cloud", fail=cloud_fail)
-        device = fake_llm(by_task(plan, QUERIES, JUDGE), "device")
-        res = use_resources(Resources(s, device_llm=device, cloud_llm=cloud))
-        return s, res, build_graph(checkpointer)
-
-    return make
+def setup(fake_graph):
+    return fake_graph  # tests/unit/conftest.py: the graph on every checkpointer, fake models
 
 
 def nodes(out) -> list[str]:

@@ -33,12 +33,10 @@ from cdarec.device.context import SLOW_LINK_MS, ContextMonitor
 from cdarec.device.query_check import checked_queries, history_titles_in, title_forms
 from cdarec.device.recent import RecentIndex
 from cdarec.evaluation.bench.conditions import CpuHog, Link, LinkProxy
-from cdarec.graph.builder import build_graph, route_plan, route_planning, route_retrieval
-from cdarec.graph.runtime import Resources, use_resources
+from cdarec.graph.builder import route_plan, route_planning, route_retrieval
 from cdarec.llm.linkstats import LinkStats
 from cdarec.settings import Settings
-from tests.conftest import REAL_HOME
-from tests.fakes import by_task, fake_llm
+from tests.fakes import by_task
 
 QUERIES = json.dumps({"queries": ["light science fiction comedy"]})
 JUDGE = json.dumps({"picks": [{"n": 1, "reason": "a fine pick for a quiet night"}]})
@@ -270,26 +268,9 @@ def test_other_programs_load_makes_the_device_busy() -> None:
 
 
 @pytest.fixture()
-def graph(home: Path, checkpointer):
-    if not (REAL_HOME / "datasets" / "ml-100k").exists():
-        pytest.fail("ML-100K missing: run scripts/test.sh")
-
-    def make(placement: str, queries: str = QUERIES):
-        s = Settings(
-            home=home,
-            dataset="ml-100k",
-            user_id="196",
-            judge_top=4,
-            show_top=4,
-            planner="llm",
-            placement=placement,  # type: ignore[arg-type]
-        )
-        cloud = fake_llm(by_task(PLAN, queries, JUDGE), "cloud")
-        device = fake_llm(by_task(PLAN, queries, JUDGE), "device")
-        res = use_resources(Resources(s, device_llm=device, cloud_llm=cloud))
-        return s, res, build_graph(checkpointer)
-
-    return make
+def graph(fake_graph):
+    """tests/unit/conftest.py's graph on every checkpointer, with a placement."""
+    return lambda placement, queries=QUERIES: fake_graph(placement=placement, queries=queries)
 
 
 def _nodes(out) -> list[str]:

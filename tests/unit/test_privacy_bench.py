@@ -19,8 +19,7 @@ from cdarec.graph.runtime import Resources
 from cdarec.seqrec import artefacts as runtime
 from cdarec.seqrec.config import TrainConfig
 from cdarec.settings import Settings
-from tests.fakes import by_task, fake_llm
-from tests.unit.test_graph_fake import JUDGE, PLAN, QUERIES
+from tests.fakes import JUDGE, PLAN, QUERIES, by_task, fake_llm
 
 TINY = TrainConfig(hidden=16, max_len=50, epochs=2, time_budget_s=60, valid_users=0)
 STATE = UserState(bucket="heavy", history_size="101-500", recency="lapsed", live_feedback="none")

@@ -18,9 +18,8 @@ from cdarec.graph.runtime import Resources
 from cdarec.seqrec import artefacts as runtime
 from cdarec.settings import Settings
 from tests.conftest import REAL_HOME
-from tests.fakes import by_task, fake_llm
+from tests.fakes import JUDGE, PLAN, QUERIES, by_task, fake_llm
 from tests.unit.test_accuracy_bench import TINY
-from tests.unit.test_graph_fake import JUDGE, PLAN, QUERIES
 
 
 def test_requests_come_from_the_held_out_item_in_plain_words() -> None:

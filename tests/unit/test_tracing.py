@@ -16,8 +16,7 @@ from cdarec.graph.runtime import Resources, use_resources
 from cdarec.settings import Settings
 from cdarec.tracing import MASKED, PrivacyClient, guard_tracing, redact_paths, run_callbacks
 from tests.conftest import REAL_HOME
-from tests.fakes import by_task, fake_llm
-from tests.unit.test_graph_fake import JUDGE, PLAN, QUERIES
+from tests.fakes import JUDGE, PLAN, QUERIES, by_task, fake_llm
 
 CANARY = "Zqxv Canary Picture 7731 (1999)"
 

@@ -18,8 +18,7 @@ from cdarec.service.access import Access
 from cdarec.settings import Settings
 from cdarec.web.server import create_app
 from tests.conftest import REAL_HOME
-from tests.fakes import by_task, fake_llm
-from tests.unit.test_graph_fake import JUDGE, PLAN, QUERIES
+from tests.fakes import JUDGE, PLAN, QUERIES, by_task, fake_llm
 
 TOKEN = "the-printed-sign-in-secret"
 BASE = "http://127.0.0.1:8000"

@@ -23,8 +23,6 @@ from __future__ import annotations
 
 import shutil
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -32,7 +30,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
 import numpy as np
 from rich.console import Console
 from rich.table import Table
@@ -46,6 +43,8 @@ from cdarec.evaluation.report import progress, settings_summary, write_report
 from cdarec.graph.runtime import Resources, use_resources
 from cdarec.llm.linkstats import STATS
 from cdarec.llm.server import free_port
+from cdarec.service import engines
+from cdarec.service.engines import Engine
 from cdarec.settings import Settings, slug
 
 
@@ -95,7 +94,7 @@ class Turn:
     error: str = ""
 
 
-def start_chroma(settings: Settings, ds: Any, workdir: Path, console: Console) -> tuple[Any, int]:
+def start_chroma(settings: Settings, ds: Any, workdir: Path, console: Console) -> Engine:
     """A Chroma server on loopback serving a copy of the embedded catalogue (completed if
     anything is missing), for the cloud to be reached over HTTP."""
     from cdarec.cloud.catalogue.store import Catalogue
@@ -104,35 +103,15 @@ def start_chroma(settings: Settings, ds: Any, workdir: Path, console: Console) -
     path = workdir / "chroma"
     if settings.chroma_dir.exists():
         shutil.copytree(settings.chroma_dir, path)
-    port = free_port()
-    chroma = Path(sys.executable).with_name("chroma")
-    log = (workdir / "chroma.log").open("wb")
-    proc = subprocess.Popen(
-        [str(chroma), "run", "--path", str(path), "--host", "127.0.0.1", "--port", str(port)],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            httpx.get(f"{url}/api/v2/heartbeat", timeout=1).raise_for_status()
-            break
-        except httpx.HTTPError:
-            if proc.poll() is not None:
-                raise RuntimeError(f"chroma run exited; see {workdir / 'chroma.log'}") from None
-            time.sleep(0.3)
-    else:
-        proc.kill()
-        raise RuntimeError(f"the Chroma server did not answer in 60 s ({workdir / 'chroma.log'})")
+    engine = engines.start_chroma(path)
     emb = MiniLMEmbeddings.from_home(settings.home, settings.embedder, threads=settings.llm_threads)
-    cat = Catalogue(settings.chroma_dir, ds.name, settings.embedder, emb, url)
+    cat = Catalogue(settings.chroma_dir, ds.name, settings.embedder, emb, engine.url)
     if cat.count() != ds.n_items:
         console.print(
             f"[dim]indexing the catalogue in the Chroma server ({ds.n_items} items)[/dim]"
         )
         cat.index(ds.items)
-    return proc, port
+    return engine
 
 
 def _stream_turn(
@@ -416,7 +395,8 @@ def run(
     results: dict[str, dict[str, dict[str, Any]]] = {}
     raw: dict[str, dict[str, list[dict[str, Any]]]] = {}
     with tempfile.TemporaryDirectory(prefix="cdarec-placement-") as tmp:
-        chroma_proc, chroma_port = start_chroma(settings, ds, Path(tmp), console)
+        chroma = start_chroma(settings, ds, Path(tmp), console)
+        chroma_port = int(chroma.url.rsplit(":", 1)[1])
         llm_proxy, chroma_proxy = LinkProxy(llm.server.port), LinkProxy(chroma_port)
         dead = f"http://127.0.0.1:{free_port()}"  # nothing listens there
         try:
@@ -454,8 +434,7 @@ def run(
         finally:
             llm_proxy.close()
             chroma_proxy.close()
-            chroma_proc.terminate()
-            chroma_proc.wait(10)
+            chroma.stop()
     use_resources(base)
     console.print(table(results, len(chosen)))
     verdict = verdicts(results)
