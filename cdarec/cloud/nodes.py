@@ -20,7 +20,7 @@ from cdarec.cloud.tools import (
     make_collab_tool,
     make_retrieval_tool,
 )
-from cdarec.contract.placement import Placement, enforce
+from cdarec.contract.placement import Placement, proposed
 from cdarec.contract.plan import (
     PlanDraft,
     ablated,
@@ -157,7 +157,7 @@ def _plan_strategy(
 def placed(state: CloudView) -> Placement:
     """The placement the device measured and proposed for this turn, within the privacy
     constraints (``enforce``; the device checks it again before it acts on the plan)."""
-    return enforce(state.get("placement") or Placement())
+    return proposed(state)
 
 
 def _fits(strategy: str, context: dict[str, Any]) -> bool:

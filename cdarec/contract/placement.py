@@ -28,7 +28,8 @@ whoever wrote it.
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Mapping
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -155,6 +156,13 @@ def enforce(placement: Placement) -> Placement:
     ``model_construct`` skip validation: a plan changed that way (by a planner, a
     caller, a saved checkpoint) is repaired here before anything acts on it."""
     return Placement.model_validate(placement.model_dump())
+
+
+def proposed(state: Mapping[str, Any]) -> Placement:
+    """This turn's proposal (written by the device's summary into the ``placement``
+    channel; none yet: the default sides), as it may run (``enforce``). Both sides and
+    the graph's routes read it through here, before the plan exists."""
+    return enforce(state.get("placement") or Placement())
 
 
 def placement_for(name: str, context: DeviceContext) -> Placement:

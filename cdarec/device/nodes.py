@@ -15,7 +15,7 @@ import numpy as np
 from langchain_core.runnables import RunnableConfig
 from langgraph.runtime import Runtime
 
-from cdarec.contract.placement import Placement, enforce, placement_for
+from cdarec.contract.placement import Placement, enforce, placement_for, proposed
 from cdarec.contract.plan import ablated, default_plan, runs_collab
 from cdarec.contract.request import Constraints, clean_request, parse_request
 from cdarec.contract.schemas import COLLABORATIVE, Intent, Proposal, RankedItem, UserAbstract
@@ -133,8 +133,7 @@ def placed(state: State) -> Placement:
     """The placement the device acts on after planning: this turn's plan's (whoever wrote
     it), re-checked (``contract.placement.enforce``)."""
     plan = state.get("plan")
-    proposed = plan.placement if plan is not None else state.get("placement") or Placement()
-    return enforce(proposed)
+    return enforce(plan.placement) if plan is not None else proposed(state)
 
 
 def plan_on_device(
@@ -147,7 +146,7 @@ def plan_on_device(
     step = Step("plan_on_device", "device", state["turn"])
     request = state.get("request") or ""
     constraints = parse_request(request, res.vocabulary, res.latest_year)
-    placement = enforce(state.get("placement") or Placement())  # this turn's proposal
+    placement = proposed(state)  # this turn's proposal
     plan = default_plan(
         state["abstract"], request, res.settings.retrieval_k, constraints, placement
     )

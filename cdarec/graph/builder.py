@@ -32,7 +32,7 @@ from cdarec.cloud.nodes import (
     plan_strategy,
     retrieve_candidates,
 )
-from cdarec.contract.placement import Placement, enforce
+from cdarec.contract.placement import proposed
 from cdarec.contract.plan import LAYOUT, node_for
 from cdarec.contract.state import CloudView, State, TurnInput, TurnOutput
 from cdarec.device.nodes import (
@@ -69,7 +69,7 @@ def route_planning(state: State) -> str:
     """Who plans: the cloud planner, or the device's rule when the cloud is slow or gone."""
     # Before planning, the state still holds the last turn's plan: this turn's proposal
     # (written by summarize_on_device) decides who plans.
-    return node_for("planning", enforce(state.get("placement") or Placement()).planning)
+    return node_for("planning", proposed(state).planning)
 
 
 def route_plan(state: State) -> list[Send] | str:

@@ -42,23 +42,38 @@ class CollabIndex:
         self.collection = self.client.get_or_create_collection(
             self.name, metadata={"hnsw:space": "ip"}, embedding_function=None
         )
+        self._count: int | None = None
 
     def count(self) -> int:
         return int(self.collection.count())
 
+    def size(self) -> int:
+        """The item count, asked once (against a server every search paid a round trip
+        for it); ``index`` updates it."""
+        if self._count is None:
+            self._count = self.count()
+        return self._count
+
     def index(self, items: Sequence[Item], vectors: np.ndarray) -> int:
         """Store every item's vector once (the key names the model, so a retrained model
         gets a new collection); returns how many were added."""
+        self._count = None
         if self.count() == len(items):
             return 0
         for start in range(0, len(items), BATCH):
             part = items[start : start + BATCH]
-            self.collection.upsert(
-                ids=[i.item_id for i in part],
-                embeddings=vectors[start : start + len(part)].astype(np.float32).tolist(),
-                metadatas=[item_metadata(i) for i in part],
-            )
+            self.write(part, vectors[start : start + len(part)])
         return len(items)
+
+    def write(self, items: Sequence[Item], vectors: np.ndarray) -> None:
+        """Upsert ``items`` with their model vectors (``index``'s and the scale bench's
+        one write path)."""
+        self._count = None
+        self.collection.upsert(
+            ids=[i.item_id for i in items],
+            embeddings=np.asarray(vectors, dtype=np.float32),
+            metadatas=[item_metadata(i) for i in items],
+        )
 
     def search(
         self,
@@ -73,7 +88,7 @@ class CollabIndex:
         only_ids: Iterable[str] = (),
     ) -> list[Hit]:
         where = build_where(genres, year_min, year_max, exclude_ids, only_ids, genre_mode)
-        n = min(k, max(self.count(), 1))
+        n = min(k, max(self.size(), 1))
         res: Any = self.collection.query(
             query_embeddings=[list(map(float, vector))],
             n_results=n,

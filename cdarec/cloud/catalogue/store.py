@@ -190,20 +190,24 @@ class Catalogue:
             progress(0, total)
         for start in range(0, total, BATCH):
             batch = todo[start : start + BATCH]
-            docs = [item_document(i) for i in batch]
-            vecs = self.embeddings.embed_array(docs)
-            self.collection.upsert(
-                ids=[i.item_id for i in batch],
-                documents=docs,
-                metadatas=[item_metadata(i) for i in batch],
-                embeddings=vecs,
-            )
+            self.write(batch, self.embeddings.embed_array([item_document(i) for i in batch]))
             done += len(batch)
             if progress:
                 progress(done, total)
         for start in range(0, len(stale), BATCH):
             self.collection.delete(ids=stale[start : start + BATCH])
         return IndexReport(added, updated, len(stale), len(items) - added - updated)
+
+    def write(self, items: Sequence[Item], vectors: Any) -> None:
+        """Upsert ``items`` with their text embeddings (one row each): the one write path
+        of ``index`` and of ``cdarec bench scale``'s generated catalogues."""
+        self._count = None
+        self.collection.upsert(
+            ids=[i.item_id for i in items],
+            documents=[item_document(i) for i in items],
+            metadatas=[item_metadata(i) for i in items],
+            embeddings=vectors,
+        )
 
     def search(
         self,
