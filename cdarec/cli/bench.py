@@ -340,7 +340,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         "embedded, the embedder's rate is measured apart) in embedded Chroma and in a "
         "Chroma server started on loopback, through cdarec's own write and search code. "
         "Prints index build throughput (and its profile), retrieval p50/p95 per size "
-        "(semantic without and with the request's filters, collaborative), disk, memory, "
+        "(semantic without and with the request's filters, collaborative with them), disk, memory, "
         "and the device's per-turn structured scoring and item table at each size; checks "
         "issue 18's targets (retrieval p95 <= 50 ms and device scoring <= 50 ms at 1M). "
         "Needs the trained SASRec (`cdarec train`). 1M items take about 30 minutes here.",

@@ -17,10 +17,12 @@ from typing import Any
 
 import numpy as np
 
+from cdarec.cloud.catalogue.filters import FilterPlanner
 from cdarec.cloud.catalogue.store import (
     BATCH,
     Hit,
     build_where,
+    genre_key,
     hit_from_metadata,
     item_metadata,
     open_client,
@@ -43,6 +45,7 @@ class CollabIndex:
             self.name, metadata={"hnsw:space": "ip"}, embedding_function=None
         )
         self._count: int | None = None
+        self.filters = FilterPlanner("ip")  # filtered search on a large catalogue
 
     def count(self) -> int:
         return int(self.collection.count())
@@ -69,11 +72,13 @@ class CollabIndex:
         """Upsert ``items`` with their model vectors (``index``'s and the scale bench's
         one write path)."""
         self._count = None
+        metadatas = [item_metadata(i) for i in items]
         self.collection.upsert(
             ids=[i.item_id for i in items],
             embeddings=np.asarray(vectors, dtype=np.float32),
-            metadatas=[item_metadata(i) for i in items],
+            metadatas=metadatas,  # type: ignore[arg-type]
         )
+        self.filters.written([i.item_id for i in items], metadatas, vectors)
 
     def search(
         self,
@@ -87,6 +92,13 @@ class CollabIndex:
         exclude_ids: Iterable[str] = (),
         only_ids: Iterable[str] = (),
     ) -> list[Hit]:
+        exclude_ids, only_ids = list(exclude_ids), list(only_ids)
+        planned = self.filters.search(
+            self.collection, self.size(), vector, k, [genre_key(g) for g in genres],
+            genre_mode, year_min, year_max, exclude_ids, only_ids,
+        )  # fmt: skip
+        if planned is not None:
+            return [hit_from_metadata(meta, sim) for meta, sim in planned]
         where = build_where(genres, year_min, year_max, exclude_ids, only_ids, genre_mode)
         n = min(k, max(self.size(), 1))
         res: Any = self.collection.query(

@@ -23,6 +23,7 @@ import chromadb
 from chromadb.config import Settings as ChromaSettings
 from langchain_chroma import Chroma
 
+from cdarec.cloud.catalogue.filters import FilterPlanner
 from cdarec.data import Dataset, Item
 from cdarec.llm.embeddings import MiniLMEmbeddings
 from cdarec.llm.linkstats import STATS, catalogue_key
@@ -141,6 +142,7 @@ class Catalogue:
         self.embeddings = embeddings
         self.client = open_client(chroma_dir, url)
         self._count: int | None = None
+        self.filters = FilterPlanner("cosine")  # filtered search on a large catalogue
         self.name = collection_name(dataset_name, embedder_name)
         self.store = Chroma(
             collection_name=self.name,
@@ -167,6 +169,7 @@ class Catalogue:
         self, items: Sequence[Item], progress: Callable[[int, int], None] | None = None
     ) -> IndexReport:
         self._count = None
+        self.filters.reset()  # items may leave: the facts are read again when needed
         existing: dict[str, str] = {}
         got = self.collection.get(include=["metadatas"])
         for id_, meta in zip(got["ids"], got["metadatas"] or [], strict=False):
@@ -202,12 +205,14 @@ class Catalogue:
         """Upsert ``items`` with their text embeddings (one row each): the one write path
         of ``index`` and of ``cdarec bench scale``'s generated catalogues."""
         self._count = None
+        metadatas = [item_metadata(i) for i in items]
         self.collection.upsert(
             ids=[i.item_id for i in items],
             documents=[item_document(i) for i in items],
-            metadatas=[item_metadata(i) for i in items],
+            metadatas=metadatas,  # type: ignore[arg-type]
             embeddings=vectors,
         )
+        self.filters.written([i.item_id for i in items], metadatas, vectors)
 
     def search(
         self,
@@ -221,8 +226,15 @@ class Catalogue:
         exclude_ids: Iterable[str] = (),
         only_ids: Iterable[str] = (),
     ) -> list[Hit]:
+        exclude_ids, only_ids = list(exclude_ids), list(only_ids)
         where = build_where(genres, year_min, year_max, exclude_ids, only_ids, genre_mode)
         vec = self.embeddings.embed_query(query) if isinstance(query, str) else list(query)
+        planned = self.filters.search(
+            self.collection, self.size(), vec, k, [genre_key(g) for g in genres],
+            genre_mode, year_min, year_max, exclude_ids, only_ids,
+        )  # fmt: skip
+        if planned is not None:
+            return [hit_from_metadata(meta, sim) for meta, sim in planned]
         n = min(k, max(self.size(), 1))
         results = self.store.similarity_search_by_vector_with_relevance_scores(
             vec, k=n, filter=where
