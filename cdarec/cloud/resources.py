@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from cdarec.cloud.catalogue import filters
 from cdarec.cloud.catalogue.store import Catalogue, open_catalogue
 from cdarec.contract.plan import Plan
 from cdarec.contract.resources import PublicResources, Registry, lazy
@@ -108,15 +109,17 @@ class CloudResources(PublicResources):
                 return
             self._warm = True
         llm = self.cloud_llm
-        if not prime:
-            return
-        from langchain_core.messages import HumanMessage, SystemMessage
+        if prime:
+            from langchain_core.messages import HumanMessage, SystemMessage
 
-        system = self.prompts["plan_strategy"].system.format(
-            genres=", ".join(self.dataset.genres), retrieval_k=self.settings.retrieval_k
-        )
-        prime_msgs = [SystemMessage(content=system), HumanMessage(content="Task: none.")]
-        llm.text(1).invoke(prime_msgs, config={"callbacks": []})
+            system = self.prompts["plan_strategy"].system.format(
+                genres=", ".join(self.dataset.genres), retrieval_k=self.settings.retrieval_k
+            )
+            prime_msgs = [SystemMessage(content=system), HumanMessage(content="Task: none.")]
+            llm.text(1).invoke(prime_msgs, config={"callbacks": []})
+        if self.dataset.n_items >= filters.INDEX_MIN:  # read a large catalogue's filter
+            cat = self.catalogue  # facts now, not in the first filtered search
+            cat.filters.prepare(cat.collection, cat.size())
 
     def refresh_trained_model(self) -> None:
         """Look for the trained model again (a background `cdarec train` finished)."""

@@ -24,12 +24,13 @@ query planner for filters; what it does is no more than a mask and a dot product
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
 
-INDEX_MIN = 20_000  # catalogues this large use the in-memory facts
+INDEX_MIN = 5_000  # catalogues this large use the in-memory facts (ML-1M has 3,883)
 BRUTE_MAX = 50_000  # at most this many passing items: rank them exactly, in memory
 OVERFETCH = 3.0  # ask the graph search for this many times the expected hits
 OVERFETCH_MAX = 3_000  # and never more than this many
@@ -201,9 +202,21 @@ class FilterPlanner:
     def __init__(self, space: str) -> None:
         self.space = space
         self.index: FilterIndex | None = None
+        self._lock = threading.Lock()  # one load, whoever asks first (warm-up or a search)
 
     def reset(self) -> None:
         self.index = None
+
+    def prepare(self, collection: Any, size: int) -> FilterIndex | None:
+        """Read the facts now if this catalogue is large enough to use them (the cloud's
+        warm-up does, so that a first filtered search does not wait: ~33 s at 100k
+        items here)."""
+        if size < INDEX_MIN:
+            return None
+        with self._lock:
+            if self.index is None:
+                self.index = FilterIndex.load(collection)
+            return self.index
 
     def written(
         self, ids: Sequence[str], metadatas: Sequence[dict[str, Any]], vectors: Any
@@ -230,9 +243,9 @@ class FilterPlanner:
         filtered = genre_keys or year_min is not None or year_max is not None
         if size < INDEX_MIN or not (filtered or exclude_ids or only_ids):
             return None
-        if self.index is None:
-            self.index = FilterIndex.load(collection)
-        passing = self.index.mask(genre_keys, genre_mode, year_min, year_max, exclude_ids, only_ids)
+        index = self.prepare(collection, size)
+        assert index is not None
+        passing = index.mask(genre_keys, genre_mode, year_min, year_max, exclude_ids, only_ids)
         if passing is None:
             return None
-        return planned_search(collection, self.index, vector, k, passing, self.space)
+        return planned_search(collection, index, vector, k, passing, self.space)
