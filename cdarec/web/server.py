@@ -53,7 +53,7 @@ from pydantic import BaseModel, Field
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from cdarec.contract.request import MAX_REQUEST_CHARS
-from cdarec.graph.checkpoint import has_sessions, open_checkpointer
+from cdarec.graph.checkpoint import CheckpointError, has_sessions, open_checkpointer
 from cdarec.graph.runtime import UserNotFoundError, get_resources
 from cdarec.service.access import Access, AccessError, one_off_token, same_secret
 from cdarec.service.chat import ChatError, ChatSession, turn_result
@@ -243,6 +243,11 @@ def create_app(
             while len(chats) > MAX_CHATS:
                 chats.popitem(last=False)  # its thread stays in the checkpointer
         return chat
+
+    @app.exception_handler(CheckpointError)
+    async def sessions_unavailable(request: Request, exc: CheckpointError) -> JSONResponse:
+        # the session database is unreadable or its server is down: say so and how to fix it
+        return JSONResponse({"detail": str(exc)}, status_code=503)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:

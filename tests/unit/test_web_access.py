@@ -210,3 +210,19 @@ def test_an_unreadable_credentials_file_is_a_clear_error(app: Any, home: Path) -
     assert r.status_code == 503 and "move it aside" in r.json()["detail"]
     r = c.post("/api/signin", json={"user": "1", "password": "password-of-1"})
     assert r.status_code == 503
+
+
+def test_an_unreachable_session_database_is_a_clear_503(home: Path) -> None:
+    from cdarec.llm.server import free_port
+
+    url = f"postgresql://cdarec:pw@127.0.0.1:{free_port()}/none"
+    s = Settings(home=home, dataset="ml-100k", user_id="196", database_url=url)
+    script = by_task(PLAN, QUERIES, JUDGE)
+    use_resources(
+        Resources(s, device_llm=fake_llm(script, "device"), cloud_llm=fake_llm(script, "cloud"))
+    )
+    token = Access(home).new_token("196", name="test")
+    c = TestClient(create_app(s, signin_token=TOKEN), base_url=BASE)
+    r = c.get("/api/sessions", headers={"authorization": f"Bearer {token}"})
+    assert r.status_code == 503 and "CDAREC_DATABASE_URL" in r.json()["detail"]
+    assert ":pw@" not in r.text
