@@ -8,6 +8,7 @@ this object: each side's nodes reach only their own side's resources.
 
 from __future__ import annotations
 
+import atexit
 import logging
 import threading
 from typing import TYPE_CHECKING, Any
@@ -124,11 +125,15 @@ class Resources:
         one model at a time: on two cores, loading both at once only slows a turn that
         starts meanwhile. A turn that needs a model before it is ready waits for it."""
 
+        stop = threading.Event()
+
         def run() -> None:
             for name, warm in (
                 ("device", self.device.warm_up),
                 ("cloud", lambda: self.cloud.warm_up(prime)),
             ):
+                if stop.is_set():
+                    return
                 try:
                     warm()
                 except Exception as err:  # the turn that needs the model reports it
@@ -136,12 +141,24 @@ class Resources:
 
         thread = threading.Thread(target=run, name="warm-up", daemon=True)
         thread.start()
+        # A process that ends while the warm-up still runs llama.cpp in process (a
+        # one-message chat answered from facts) crashed at exit: the interpreter freed
+        # the model under ggml's compute threads (SIGSEGV in ggml_cpu_extra_compute_
+        # forward). At exit the warm-up skips what it has not begun and is waited for.
+        # Before the atexit hooks (that stop the cloud's model server, which the warm-up
+        # may be using): the hook concurrent.futures uses for the same reason.
+        getattr(threading, "_register_atexit", atexit.register)(_finish_warm_up, thread, stop)
         return thread
 
     def sasrec_model(self, console: Any = None, *, retrain: bool = False) -> Any:
         """The trained SASRec (trained now by the cloud, with progress on ``console``, if
         not cached; the device loads the same file)."""
         return self.cloud.train(console, retrain=retrain)
+
+
+def _finish_warm_up(thread: threading.Thread, stop: threading.Event) -> None:
+    stop.set()
+    thread.join(timeout=300)
 
 
 def get_resources(context: Settings | dict[str, Any] | None) -> Resources:

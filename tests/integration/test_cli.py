@@ -61,6 +61,22 @@ def test_chat_once_json(smol_settings: Settings) -> None:
     assert json.loads(p2.stdout)["turn"] == 2
 
 
+def test_a_one_message_chat_exits_cleanly_while_the_models_still_load(
+    smol_settings: Settings,
+) -> None:
+    """A turn answered without the device model (reasons from facts) ends while the
+    warm-up is still running llama.cpp in process; exiting then used to crash (SIGSEGV,
+    exit code 139) after the answer was printed."""
+    for _ in range(2):
+        p = cli(
+            smol_settings,
+            "chat", "--user", "196", "--message", "a comedy", "--once",
+            extra={"CDAREC_PLACEMENT": "lean-device"},
+        )  # fmt: skip
+        assert p.returncode == 0, (p.returncode, p.stderr[-2000:])
+        assert "Comedy" in p.stdout
+
+
 def test_feedback_commands_in_a_piped_chat(smol_settings: Settings, tmp_path: Path) -> None:
     p = cli(smol_settings, "chat", "--user", "305", "--planner-free", stdin="")  # bad flag
     assert p.returncode == 2 and "unrecognized arguments" in p.stderr
