@@ -214,6 +214,36 @@ def test_time_budget_stops_cleanly() -> None:
     SASRecModel(w).scores(np.array([1, 2]))
 
 
+def test_training_stops_when_validation_converges() -> None:
+    """A fixed epoch plan, cut short once validation stops improving (every validation
+    after the first counts as flat here: min_delta above any possible gain), and the
+    best validated weights are the ones returned."""
+    rng = np.random.default_rng(3)
+    n = 12
+    train = {f"u{i}": rng.integers(0, n, 15) for i in range(48)}
+    valid = {u: int(rng.integers(0, n)) for u in train}  # unlearnable: noise only
+    cfg = TrainConfig(
+        hidden=8, max_len=8, epochs=40, batch_size=8, valid_users=48, valid_every=1,
+        patience=2, min_delta=0.5, threads=1,
+    )  # fmt: skip
+    w = train_sasrec(train, n, cfg, valid=valid)
+    meta = w.meta
+    assert meta["converged"] and meta["epochs_done"] == 3 and meta["best_valid_epoch"] == 1
+    assert not meta["budget_bound"] and meta["epochs_planned"] == 40
+    scores = [h["valid_ndcg10"] for h in meta["history"]]
+    assert meta["restored_best"] == (scores[-1] < max(scores))
+    # Without patience the plan runs to its end.
+    full = train_sasrec(
+        train, n, cfg.model_copy(update={"patience": None, "epochs": 5}), valid=valid
+    )
+    assert not full.meta["converged"] and full.meta["epochs_done"] == 5
+
+
+def test_the_default_plan_is_epochs_not_a_wall_clock() -> None:
+    cfg = TrainConfig()
+    assert cfg.time_budget_s is None and cfg.epochs >= 25 and cfg.patience
+
+
 def test_epoch_plan_fits_the_budget() -> None:
     from cdarec.cloud.training.sasrec import _plan_epochs
 

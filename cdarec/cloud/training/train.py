@@ -109,6 +109,11 @@ def train_or_load(
     console.print(
         f"SASRec {ds.name}: {meta['epochs_done']} epochs in {meta['train_s']:.0f} s"
         + (" (fitted to the time budget)" if meta["budget_bound"] else "")
+        + (
+            f" (validation converged; best epoch {meta['best_valid_epoch']})"
+            if meta.get("converged")
+            else ""
+        )
         + f"; transition weight {meta['transition_blend']:g}"
         + f" (validation, {meta['transition_blend_users']} users) -> {path}"
     )
