@@ -249,8 +249,12 @@ def _retrieve_candidates(
     levels = [None] if scope else (state.get("constraints") or Constraints()).relaxations()
     constraints = levels[0]
     results: list[Any] = []
+    tried: list[dict[str, Any]] = []
     for constraints in levels:
         filters = filters_for(constraints, scope, plan.retrieval.k)
+        if filters in tried:  # a level that relaxes only what the search does not filter
+            continue
+        tried.append(filters)
         searches = [RetrievalInput(query=q, **filters) for q in queries]
         results = tool.batch([x.model_dump() for x in searches], config=config) if searches else []
         if scope or not results or len(results[0]) >= min(RELAX_MIN_HITS, plan.retrieval.k):

@@ -147,19 +147,59 @@ GENRE_WORDS: dict[str, tuple[str, ...]] = {
     "cowboy": ("western",),
     "cowboys": ("western",),
 }
-# Mood words: soft preferences (relaxed first), never hard filters.
-MOOD_AVOID: dict[str, tuple[str, ...]] = {
-    "lighter": ("horror", "war", "filmnoir"),
-    "light": ("horror", "war", "filmnoir"),
-    "light-hearted": ("horror", "war", "filmnoir"),
-    "lighthearted": ("horror", "war", "filmnoir"),
-    "feel-good": ("horror", "war", "filmnoir", "crime"),
-    "feel good": ("horror", "war", "filmnoir", "crime"),
-    "uplifting": ("horror", "war", "filmnoir", "crime"),
-    "cheerful": ("horror", "war", "filmnoir"),
-    "dark": ("childrens", "animation", "musical"),
-    "gritty": ("childrens", "animation", "musical"),
-    "grown-up": ("childrens", "animation"),
+# Mood and occasion words: soft preferences, never hard filters, relaxed first. Each is
+# (genres preferred - an item should have one of them -, genres avoided), in the
+# lexicon's genre keys; a data set without a genre simply lacks that part. A proxy by
+# genre only: "warm" keeps out the horror, not every cold drama.
+_DARK = ("horror", "war", "filmnoir", "crime", "thriller")
+_WARM = ("comedy", "romance", "childrens", "animation", "musical")
+MOODS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "lighter": ((), ("horror", "war", "filmnoir")),
+    "light": ((), ("horror", "war", "filmnoir")),
+    "light-hearted": ((), ("horror", "war", "filmnoir")),
+    "lighthearted": ((), ("horror", "war", "filmnoir")),
+    "cheerful": ((), ("horror", "war", "filmnoir")),
+    "feel-good": (_WARM, _DARK),
+    "feel good": (_WARM, _DARK),
+    "uplifting": (_WARM, _DARK),
+    "warm": (_WARM, _DARK),
+    "heartwarming": (_WARM, _DARK),
+    "heart-warming": (_WARM, _DARK),
+    "cozy": (_WARM, _DARK),
+    "cosy": (_WARM, _DARK),
+    "wholesome": (("childrens", "animation", "comedy", "musical"), _DARK),
+    "sweet": (_WARM, _DARK),
+    "charming": (_WARM, _DARK),
+    "happy ending": (_WARM, _DARK),
+    "happy endings": (_WARM, _DARK),
+    "cheer me up": (_WARM, _DARK),
+    "cheer up": (_WARM, _DARK),
+    "relaxing": (("comedy", "animation", "adventure", "romance", "musical"), _DARK),
+    "chill": (("comedy", "animation", "adventure", "romance", "musical"), ("horror", "war")),
+    "silly": (("comedy",), ("horror", "war", "filmnoir")),
+    "goofy": (("comedy",), ("horror", "war", "filmnoir")),
+    "date night": (("romance", "comedy"), ("horror", "war")),
+    "sad": (("drama", "romance", "war"), ()),
+    "moving": (("drama", "romance", "war"), ()),
+    "emotional": (("drama", "romance"), ()),
+    "make me cry": (("drama", "romance"), ()),
+    "weepy": (("drama", "romance"), ()),
+    "intense": (("thriller", "action", "crime", "horror", "war"), ("childrens", "musical")),
+    "gripping": (("thriller", "action", "crime", "mystery"), ("childrens", "musical")),
+    "exciting": (("action", "adventure", "thriller"), ()),
+    "thrilling": (("action", "adventure", "thriller"), ()),
+    "edge of my seat": (("thriller", "action", "horror", "mystery"), ("childrens", "musical")),
+    "adrenaline": (("action", "thriller"), ("childrens", "musical")),
+    "mind-bending": (("scifi", "mystery", "thriller"), ("childrens",)),
+    "mind bending": (("scifi", "mystery", "thriller"), ("childrens",)),
+    "twisty": (("mystery", "thriller"), ("childrens",)),
+    "thought-provoking": (("drama", "scifi", "documentary"), ("childrens",)),
+    "thought provoking": (("drama", "scifi", "documentary"), ("childrens",)),
+    "cerebral": (("drama", "scifi", "mystery"), ("childrens",)),
+    "epic": (("adventure", "war", "action", "fantasy"), ()),
+    "dark": ((), ("childrens", "animation", "musical")),
+    "gritty": ((), ("childrens", "animation", "musical")),
+    "grown-up": ((), ("childrens", "animation")),
 }
 NEGATIONS = frozenset(
     (  # noqa: SIM905 - a word list reads better as one string
@@ -207,6 +247,10 @@ class Constraints(BaseModel):
     avoid_genres: list[GenreName] = Field(
         default_factory=list, description="soft: mood words ('lighter'); relaxed first"
     )
+    prefer_genres: list[GenreName] = Field(
+        default_factory=list,
+        description="soft: one of these, from mood words ('heartwarming'); relaxed first",
+    )
     year_min: int | None = Field(default=None, ge=1800, le=2100)
     year_max: int | None = Field(default=None, ge=1800, le=2100)
     like_items: list[str] = Field(
@@ -228,6 +272,7 @@ class Constraints(BaseModel):
             self.genres
             or self.exclude_genres
             or self.avoid_genres
+            or self.prefer_genres
             or self.year_min is not None
             or self.year_max is not None
             or self.like_items
@@ -240,6 +285,7 @@ class Constraints(BaseModel):
             self.genres
             or self.exclude_genres
             or self.avoid_genres
+            or self.prefer_genres
             or self.year_min is not None
             or self.year_max is not None
         )
@@ -266,6 +312,8 @@ class Constraints(BaseModel):
             parts.append("like " + ", ".join(self.like_labels))
         if self.exclude_genres:
             parts.append("no " + ", ".join(self.exclude_genres))
+        if self.prefer_genres:
+            parts.append("preferably " + " or ".join(self.prefer_genres))
         if self.avoid_genres:
             parts.append("preferably not " + ", ".join(self.avoid_genres))
         return "; ".join(parts) or "no constraint"
@@ -280,12 +328,15 @@ class Constraints(BaseModel):
                 return False
         if gs & set(self.exclude_genres) or (soft and gs & set(self.avoid_genres)):
             return False
+        if soft and self.prefer_genres and not gs & set(self.prefer_genres):
+            return False
         if self.year_min is not None and (year is None or year < self.year_min):
             return False
         return not (self.year_max is not None and (year is None or year > self.year_max))
 
     def relaxations(self) -> list[Constraints]:
-        """This and ever looser versions, in the stated order: the soft mood preferences,
+        """This and ever looser versions, in the stated order: the soft mood preferences
+        (the preferred genres first, then the avoided ones),
         then the years widened by five on each side, then dropped, then any one of the
         genres instead of all, then no genre. Exclusions ('not X') are never relaxed."""
         out = [self]
@@ -296,6 +347,8 @@ class Constraints(BaseModel):
             cur = cur.model_copy(update={**update, "relaxed": [*cur.relaxed, note]})
             out.append(cur)
 
+        if cur.prefer_genres:
+            step("looked beyond " + ", ".join(cur.prefer_genres), prefer_genres=[])
         if cur.avoid_genres:
             step("allowed " + ", ".join(cur.avoid_genres), avoid_genres=[])
         if cur.year_min is not None or cur.year_max is not None:
@@ -540,14 +593,20 @@ def parse_request(text: str, vocab: Vocabulary, latest_year: int | None = None) 
         names = vocab.phrases[gm.group(1)]
         target = excluded if negated else genres
         target.extend(n for n in names if n not in target)
-    for word, keys in MOOD_AVOID.items():
+    prefer: list[str] = []
+    for word, (liked, avoided) in sorted(MOODS.items(), key=lambda kv: -len(kv[0])):
         for mm in re.finditer(rf"(?<![\w-]){re.escape(word)}(?![\w-])", lowered):
             if any(a <= mm.start() < b for a, b in consumed):
                 continue
             consumed.append(mm.span())
-            for k in keys:
-                name = vocab.genre_by_key.get(k)
-                if name and name not in avoid:
+            before = tokens_before.findall(lowered[max(0, mm.start() - 20) : mm.start()])[-2:]
+            if any(w.replace("'", "") in NEGATIONS for w in before):
+                liked, avoided = (), liked  # "nothing too intense": keep it away
+            for k in liked:
+                if (name := vocab.genre_by_key.get(k)) and name not in prefer:
+                    prefer.append(name)
+            for k in avoided:
+                if (name := vocab.genre_by_key.get(k)) and name not in avoid:
                     avoid.append(name)
     conflicts = [f"{g} and no {g}" for g in genres if g in excluded]
     genres = [g for g in genres if g not in excluded]  # "not" wins: the safer reading
@@ -555,6 +614,9 @@ def parse_request(text: str, vocab: Vocabulary, latest_year: int | None = None) 
         conflicts.append(f"from {year_min} on and before {year_max + 1}")
         year_min = year_max = None
     avoid = [g for g in avoid if g not in genres and g not in excluded]
+    # Within the genres asked ("warm and funny": a comedy that is also romance, family,
+    # animation or musical); never what the request excludes or a mood avoids.
+    prefer = [g for g in prefer if g not in genres and g not in excluded and g not in avoid]
     rest = "".join(
         " " if any(a <= i < b for a, b in consumed) else ch for i, ch in enumerate(lowered)
     )
@@ -566,7 +628,8 @@ def parse_request(text: str, vocab: Vocabulary, latest_year: int | None = None) 
     return Constraints(
         genres=genres[:4],
         exclude_genres=excluded[:4],
-        avoid_genres=avoid[:4],
+        avoid_genres=avoid[:5],
+        prefer_genres=prefer[:5],
         year_min=year_min,
         year_max=year_max,
         like_items=like_ids,
@@ -624,6 +687,9 @@ class CatalogueFacts:
         banned = cols([*c.exclude_genres, *(c.avoid_genres if soft else [])])
         if banned:
             out &= ~has[:, banned].any(axis=1)
+        if soft and c.prefer_genres:
+            liked = cols(c.prefer_genres)
+            out &= has[:, liked].any(axis=1) if liked else False
         with np.errstate(invalid="ignore"):
             if c.year_min is not None:
                 out &= years >= c.year_min

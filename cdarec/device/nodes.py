@@ -34,7 +34,7 @@ from cdarec.device.ranking import (
     judgement_schema,
     salvage_judgement,
 )
-from cdarec.device.reasons import ItemFacts, check_reason, fact_reason
+from cdarec.device.reasons import ItemFacts, ReasonFacts, check_reason, fact_reason
 from cdarec.device.recent import item_text
 from cdarec.device.resources import DeviceResources, device_resources
 from cdarec.device.sharing import device_key, shared_vector
@@ -482,6 +482,80 @@ def nearest_in_history(
     return [int(recent[j]) if np.isfinite(score[i, j]) else -1 for i, j in enumerate(best)]
 
 
+RECENT_FOR_AFTER = 10  # "often watched soon after X": X among the last 10 films
+AFTER_TOP = 10  # ... and the item among X's 10 strongest successors
+
+
+def reason_facts(
+    res: DeviceResources,
+    history: np.ndarray,
+    shown: Sequence[PoolItem],
+    asked: Constraints | None,
+) -> list[ReasonFacts]:
+    """The facts each shown item's reason may state, each computed here so that it is
+    true: the history film it is closest to (``nearest_in_history``); a recent film it
+    often follows (it is among that film's ``AFTER_TOP`` strongest successors in the
+    transition model, counted over every user's sequence); its rank by views among the
+    catalogue's films of the asked genres (and decade) it has; how many films of its
+    genre the history holds; whether people with this user's taste were its source."""
+    ds = res.dataset
+    idx = [ds.item_index[p.item_id] for p in shown]
+    neighbours = nearest_in_history(res, history, idx)
+    recent = [int(h) for h in history[-RECENT_FOR_AFTER:][::-1]]  # newest first
+    successors: dict[int, set[int]] = {}
+    trans = res.transition_model.trans
+    for h in dict.fromkeys(recent):
+        row = trans.getrow(h)
+        if row.nnz:
+            top = row.indices[np.argsort(-row.data)[:AFTER_TOP]]
+            successors[h] = {int(j) for j in top}
+    facts_ = res.catalogue_facts
+    has: np.ndarray = facts_.has_genre  # type: ignore[assignment]
+    hist_genres = has[np.asarray(history, dtype=np.int64)].sum(axis=0) if len(history) else None
+    c = asked or Constraints()
+    out = []
+    for p, j, nb in zip(shown, idx, neighbours, strict=True):
+        after = next((h for h in recent if j in successors.get(h, ())), None)
+        # Ranked among the films of the genres asked that it has (its own two first
+        # without a request), in the decade asked if it is from it.
+        kind = [g for g in p.genres if g in c.genres] or list(p.genres[:2])
+        years = Constraints(year_min=c.year_min, year_max=c.year_max)
+        in_years = p.year is not None and years.binding and years.satisfied_by((), p.year)
+        decade = p.year // 10 * 10 if in_years and p.year else None
+        among = Constraints(
+            genres=kind,
+            year_min=decade,
+            year_max=None if decade is None else decade + 9,
+        )
+        mask = facts_.mask(among, soft=False) if kind else None
+        rank = of = None
+        if mask is not None and mask[j]:
+            pops = ds.popularity[mask]
+            rank, of = 1 + int((pops > ds.popularity[j]).sum()), int(mask.sum())
+        label = (f"{decade}s " if decade else "") + "/".join(kind[:3])
+        count = None
+        if hist_genres is not None and p.genres:
+            cols = [
+                (g, int(hist_genres[facts_.genre_col[g]]))
+                for g in p.genres
+                if g in facts_.genre_col
+            ]
+            if cols:
+                count = max(cols, key=lambda gc: gc[1])
+        out.append(
+            ReasonFacts(
+                neighbour=ds.items[nb].label() if nb >= 0 else None,
+                after=ds.items[after].label() if after is not None else None,
+                popular_rank=rank,
+                popular_among=label if rank is not None else "",
+                popular_of=of or 0,
+                genre_count=count,
+                collaborative=COLLABORATIVE in p.sources,
+            )
+        )
+    return out
+
+
 def _semantic_on_device(res: DeviceResources, pool: list[PoolItem], texts: list[str]) -> None:
     """Cosine similarity to the request/queries for items the cloud did not retrieve,
     computed with the device's own copy of the embedder."""
@@ -614,10 +688,11 @@ def rank_on_device(
     shown = pool[:show]
     like_label = constraints.like_labels[0] if constraints and constraints.like_labels else None
     like_genres = ds.items[anchors[0]].genres if anchors else ()
-    neighbours = nearest_in_history(res, history, [ds.item_index[p.item_id] for p in shown])
+    known = reason_facts(res, history, shown, state.get("constraints"))
     allowed = [*history_labels, *(constraints.like_labels if constraints else [])]
     ranking, replaced = [], 0
-    for r, (p, nb) in enumerate(zip(shown, neighbours, strict=True), 1):
+    used: dict[str, int] = {}
+    for r, (p, rf) in enumerate(zip(shown, known, strict=True), 1):
         facts = ItemFacts(p.label, p.genres, p.year)
         reason, source = p.reason, "slm"
         if reason and check_reason(reason, facts, res.vocabulary, allowed):
@@ -629,10 +704,11 @@ def rank_on_device(
                 fact_reason(
                     facts,
                     state.get("constraints"),
-                    neighbour=ds.items[nb].label() if nb >= 0 else None,
                     like_label=like_label,
                     like_genres=like_genres,
                     rank=r,
+                    facts=rf,
+                    used=used,
                 ),
                 "facts",
             )

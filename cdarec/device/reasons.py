@@ -18,7 +18,8 @@ from dataclasses import dataclass
 
 from cdarec.contract.request import _DECADE, Constraints, Vocabulary, title_key
 
-_YEAR = re.compile(r"(?<!\d)(1[89]\d\d|20[0-2]\d)(?!\d)")
+# A year, not a decade ("1990s" is checked as a decade).
+_YEAR = re.compile(r"(?<!\d)(1[89]\d\d|20[0-2]\d)(?!\d|'?s\b)")
 
 
 @dataclass(frozen=True)
@@ -96,10 +97,75 @@ _HISTORY_FRAMES = (
     "near {t} in what you watch",
     "in the vein of {t}, which you saw",
 )
+_ASK_FRAMES = (
+    "a {y}{g}, as asked",
+    "{g}{fy}, what you asked for",
+    "a {y}{g}, matching your request",
+    "{g}{fy}, as requested",
+)
+
+
+@dataclass(frozen=True)
+class ReasonFacts:
+    """What the device knows of one shown item beyond its own facts, each true by
+    construction (``reason_facts`` in the device nodes computes them)."""
+
+    neighbour: str | None = None  # the closest film of the history that shares a genre
+    after: str | None = None  # a recent history film it often follows, across all users
+    popular_rank: int | None = None  # 1 = the most watched of ``popular_among`` here
+    popular_among: str = ""  # what it is ranked among ("1990s Comedy/Romance")
+    popular_of: int = 0  # how many films that is
+    genre_count: tuple[str, int] | None = None  # one of its genres, history films with it
+    collaborative: bool = False  # people with this user's taste were the source
 
 
 def _genres_text(genres: Sequence[str]) -> str:
     return "/".join(genres[:3]) if genres else "film"
+
+
+def _count(n: int) -> str:
+    return str(n) if n < 1000 else "over a thousand"  # never a number read as a year
+
+
+def _supporting(kind: str, f: ReasonFacts, rank: int) -> str:
+    if kind == "after":
+        return f"people who watched {f.after} often watched it soon after"
+    if kind == "neighbour":
+        return _HISTORY_FRAMES[(rank - 1) % len(_HISTORY_FRAMES)].format(t=f.neighbour)
+    if kind == "popular":
+        r, among = f.popular_rank or 0, f.popular_among
+        if r == 1:
+            return f"the most watched {among} film here"
+        if r <= 10:
+            return f"one of the ten most watched {among} films here"
+        return f"a less-known {among} film, watched less than most of them"
+    if kind == "genre_count" and f.genre_count:
+        g, n = f.genre_count
+        return f"you have watched {_count(n)} {g} films"
+    if kind == "collaborative":
+        return "people with your taste chose it"
+    return "high in what your viewing pattern predicts"
+
+
+def _available(f: ReasonFacts) -> list[str]:
+    kinds = []
+    if f.after:
+        kinds.append("after")
+    if f.neighbour:
+        kinds.append("neighbour")
+    r = f.popular_rank
+    if (
+        r is not None
+        and f.popular_among
+        and f.popular_of >= 20
+        and (r <= 10 or r > f.popular_of // 2)
+    ):
+        kinds.append("popular")
+    if f.genre_count and f.genre_count[1] >= 3:
+        kinds.append("genre_count")
+    if f.collaborative:
+        kinds.append("collaborative")
+    return kinds
 
 
 def fact_reason(
@@ -110,12 +176,20 @@ def fact_reason(
     like_label: str | None = None,
     like_genres: Sequence[str] = (),
     rank: int = 1,
+    facts: ReasonFacts | None = None,
+    used: dict[str, int] | None = None,
 ) -> str:
     """A reason from facts that hold: the request's genres/years the item meets (``asked``:
-    the request as read, before any relaxation), the named film it shares genres with,
-    its nearest film in the user's history."""
+    the request as read, before any relaxation) or the named film it shares genres with,
+    then one fact about this item and this person (``facts``): a film of the history it
+    often follows or is closest to, its place among the most watched, how much of its
+    genre the user watches, or that people with the user's taste chose it. ``used``
+    counts the kinds of fact already used in this list, so each item leads with a
+    different one where it can (a list of five reads as five reasons, not one template)."""
     c = asked or Constraints()
-    year = f"{item.year} " if item.year else ""
+    f = facts or ReasonFacts(neighbour=neighbour)
+    if neighbour and not f.neighbour:
+        f = ReasonFacts(**{**f.__dict__, "neighbour": neighbour})
     parts: list[str] = []
     if like_label:
         shared = [g for g in item.genres if g in like_genres]
@@ -124,18 +198,41 @@ def fact_reason(
             if shared
             else f"watched by the same people as {like_label}"
         )
-    asked = [g for g in item.genres if g in c.genres]
+    asked_genres = [g for g in item.genres if g in c.genres]
     years_asked = c.year_min is not None or c.year_max is not None
-    if asked or years_asked:
-        what = _genres_text(asked or list(item.genres))
-        met = c.satisfied_by(item.genres, item.year)
-        tail = ", as asked" if met else ", the closest to your request"
-        parts.append(f"a {year}{what}{tail}")
+    if asked_genres or years_asked:
+        what = _genres_text(asked_genres or list(item.genres))
+        if c.satisfied_by(item.genres, item.year):
+            frame = _ASK_FRAMES[(rank - 1) % len(_ASK_FRAMES)]
+            parts.append(
+                frame.format(
+                    y=f"{item.year} " if item.year else "",
+                    fy=f" from {item.year}" if item.year else "",
+                    g=what,
+                )
+            )
+        else:
+            parts.append(
+                f"a {item.year or ''} {what}, the closest to your request".replace("  ", " ")
+            )
     elif not parts:
-        parts.append(f"a {year}{_genres_text(item.genres)}")
-    if neighbour:
-        parts.append(_HISTORY_FRAMES[(rank - 1) % len(_HISTORY_FRAMES)].format(t=neighbour))
+        parts.append(
+            f"a {item.year} {_genres_text(item.genres)}"
+            if item.year
+            else f"a {_genres_text(item.genres)}"
+        )
+    kinds = _available(f)
+    if like_label and "neighbour" in kinds and len(kinds) > 1:
+        kinds.remove("neighbour")  # the named film is the link that matters here
+    counts = used if used is not None else {}
+    if kinds:
+        # The kind used least in this list so far; ties rotate with the rank.
+        start = (rank - 1) % len(kinds)
+        order = kinds[start:] + kinds[:start]
+        kind = min(order, key=lambda k: counts.get(k, 0))
+        counts[kind] = counts.get(kind, 0) + 1
+        parts.append(_supporting(kind, f, rank))
     elif not like_label:
-        parts.append("high in what your viewing pattern predicts")
+        parts.append(_supporting("sequence", f, rank))
     text = "; ".join(parts)
     return text[:1].upper() + text[1:] + "."

@@ -16,7 +16,7 @@ from cdarec.contract.request import (
     parse_request,
     title_key,
 )
-from cdarec.device.reasons import ItemFacts, check_reason, fact_reason
+from cdarec.device.reasons import ItemFacts, ReasonFacts, check_reason, fact_reason
 
 GENRES = [
     "Action",
@@ -108,9 +108,29 @@ def test_wanting_is_not_likeness_and_unknown_films_are_said(vocab) -> None:
 
 
 def test_words_nothing_reads_are_left_for_the_llm(vocab) -> None:
-    c = parse_request("something to cheer me up after a bad day", vocab)
-    assert c.empty and "cheer" in c.residual
+    c = parse_request("something for a rainy sunday afternoon", vocab)
+    assert c.empty and "rainy" in c.residual
     assert parse_request("a comedy from the 1990s", vocab).residual == ""
+
+
+def test_moods_are_soft_preferences_relaxed_first(vocab, facts) -> None:
+    warm = parse_request("something warm and funny with a happy ending", vocab)
+    assert warm.genres == ["Comedy"] and "Horror" in warm.avoid_genres
+    assert "Romance" in warm.prefer_genres and "Comedy" not in warm.prefer_genres
+    assert not warm.exclude_genres and warm.residual == "", "read completely, softly"
+    # Within the genres asked, and never one of them.
+    intense = parse_request("an intense thriller", vocab)
+    assert intense.genres == ["Thriller"] and "Action" in intense.prefer_genres
+    assert "Thriller" not in intense.prefer_genres
+    calm = parse_request("a comedy, nothing too intense", vocab)
+    assert "Horror" in calm.avoid_genres and not calm.prefer_genres
+    levels = warm.relaxations()
+    assert levels[1].relaxed == ["looked beyond " + ", ".join(warm.prefer_genres)]
+    assert levels[2].avoid_genres == [] and levels[2].genres == ["Comedy"]
+    # The mask and satisfied_by agree with a preference too; hard levels ignore it.
+    c = Constraints(prefer_genres=["Romance", "Horror"], avoid_genres=["War"])
+    assert facts.mask(c).tolist() == [c.satisfied_by(g, y) for _, _, g, y in ITEMS]
+    assert facts.mask(c, soft=False).all()
 
 
 def test_title_keys_ignore_articles_years_and_case() -> None:
@@ -158,6 +178,7 @@ def test_true_claims_pass_and_false_ones_are_caught(vocab) -> None:
     assert check_reason("Aliens is a funny animated film", empire, vocab, history)
     assert any("1995" in p for p in check_reason("a 1995 classic", empire, vocab))
     assert any("1990s" in p for p in check_reason("a gem of the 1990s", empire, vocab))
+    assert check_reason("a 1980s classic", empire, vocab) == [], "a decade is no year"
     wrong_title = check_reason("just like Groundhog Day", empire, vocab, history)
     assert wrong_title and "Groundhog Day" in wrong_title[0]
     assert check_reason("not a comedy, pure suspense", empire, vocab) == []
@@ -179,6 +200,32 @@ def test_fact_reasons_are_true_and_differ_between_items(vocab) -> None:
         like_genres=("Horror", "Sci-Fi"),
     )
     assert "Alien (1979)" in like and check_reason(like, items[0], vocab, ["Alien (1979)"]) == []
+
+
+def test_a_list_of_reasons_uses_different_facts(vocab) -> None:
+    """Five items with every kind of fact available: each reason leads its support with
+    a kind the list has not used yet, and every one is grounded."""
+    ask = Constraints(genres=["Comedy", "Romance"], year_min=1990, year_max=1999)
+    item = ItemFacts("Groundhog Day (1993)", ("Comedy", "Romance"), 1993)
+    rf = ReasonFacts(
+        neighbour="Unforgiven (1992)",
+        after="Alien (1979)",
+        popular_rank=2,
+        popular_among="1990s Comedy/Romance",
+        popular_of=40,
+        genre_count=("Comedy", 14),
+        collaborative=True,
+    )
+    used: dict[str, int] = {}
+    reasons = [fact_reason(item, ask, rank=r, facts=rf, used=used) for r in range(1, 6)]
+    assert len(set(reasons)) == 5 and set(used.values()) == {1}, reasons
+    for text in reasons:
+        assert check_reason(text, item, vocab, ["Unforgiven (1992)", "Alien (1979)"]) == []
+    assert any("ten most watched 1990s Comedy/Romance" in r for r in reasons)
+    assert any("watched 14 Comedy films" in r for r in reasons)
+    # A fact that does not hold is not available: a middling rank says nothing.
+    middling = ReasonFacts(popular_rank=15, popular_among="Comedy", popular_of=40)
+    assert "watched" not in fact_reason(item, None, facts=middling)
 
 
 def test_lists_of_films_prefixes_ranges_and_contradictions(vocab) -> None:
