@@ -172,8 +172,6 @@ MOODS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "charming": (_WARM, _DARK),
     "happy ending": (_WARM, _DARK),
     "happy endings": (_WARM, _DARK),
-    "cheer me up": (_WARM, _DARK),
-    "cheer up": (_WARM, _DARK),
     "relaxing": (("comedy", "animation", "adventure", "romance", "musical"), _DARK),
     "chill": (("comedy", "animation", "adventure", "romance", "musical"), ("horror", "war")),
     "silly": (("comedy",), ("horror", "war", "filmnoir")),

@@ -85,7 +85,7 @@ def test_invalid_plan_falls_back_to_the_rule(setup) -> None:
 
 def test_dead_cloud_still_answers_with_visible_fallbacks(setup) -> None:
     s, _res, g = setup(cloud_fail=True)
-    request = {"request": "a comedy to cheer me up"}  # 'cheer me up': words for the LLM
+    request = {"request": "a comedy for a rainy sunday"}  # "rainy sunday": words for the LLM
     out = g.invoke(request, {"configurable": {"thread_id": "t"}}, context=s)
     statuses = {r.node: r.status for r in out["trace"]}
     assert statuses["plan_strategy"] == "fallback" and statuses["model_semantics"] == "fallback"

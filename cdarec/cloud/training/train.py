@@ -93,6 +93,14 @@ def train_or_load(
             fields: dict[str, str] = {"epoch": f"{p.epoch}/{p.epochs}", "loss": f"{p.loss:.4f}"}
             if p.valid_ndcg10 is not None:
                 fields["valid"] = f"{100 * p.valid_ndcg10:.2f}"
+            if p.epoch_done and not console.is_terminal:
+                # A log file (the background training) gets a line per epoch: a live
+                # bar is drawn only on a terminal.
+                console.print(
+                    f"SASRec {ds.name} epoch {p.epoch}/{p.epochs} loss {p.loss:.4f}"
+                    + (f" valid N@10 {fields['valid']}" if "valid" in fields else "")
+                    + f" {p.elapsed_s:.0f} s"
+                )
             bar.update(
                 task,
                 total=p.batches * p.epochs,
