@@ -88,9 +88,10 @@ def cmd_setup(args: argparse.Namespace) -> int:
             res.device.sequence_model  # noqa: B018  (built and cached on disk)
         if not args.no_train and (train_log := background_training(res)) is not None:
             console.print(
-                f"SASRec for {name} is training in the background (about 10 minutes, at low "
-                f"priority; log: {train_log}). Until it is done the device uses the transition "
-                "model; the chat switches by itself, and says so, when it is ready."
+                f"SASRec for {name} is training in the background (about 20 minutes on 2 "
+                f"cores, at low priority; log: {train_log}). Until it is done the device uses "
+                "the transition model; the chat switches by itself, and says so, when it is "
+                "ready."
             )
     console.print("[green]set-up complete[/green]")
     return 0

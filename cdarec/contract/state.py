@@ -80,6 +80,10 @@ class TurnInput(TypedDict):
 
     request: str
     scope: NotRequired[list[str] | None]
+    # "more like N": the catalogue id of a shown item the person asked for more like.
+    # Private feedback, so a device-only channel (``State.anchor``): the cloud gets the
+    # turn without a request and never learns which item it was.
+    anchor: NotRequired[str | None]
 
 
 class TurnOutput(TypedDict, total=False):
@@ -99,6 +103,9 @@ class State(CloudView, total=False):
     """The full graph state (checkpointed on the device)."""
 
     proposals: Annotated[list[Proposal], latest_turn]
+    # This turn's "more like N" item (``TurnInput.anchor``): read by device nodes only,
+    # cleared by ``respond`` so it applies to the turn it came with.
+    anchor: str | None
     # The constraints the device applied (relaxed in their stated order when too few
     # unseen items met the request): device output, since the relaxation reflects the
     # history; the cloud never reads it.

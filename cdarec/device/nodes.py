@@ -16,7 +16,7 @@ from langchain_core.runnables import RunnableConfig
 from langgraph.runtime import Runtime
 
 from cdarec.contract.placement import Placement, enforce, placement_for, proposed
-from cdarec.contract.plan import ablated, default_plan, runs_collab
+from cdarec.contract.plan import Weights, ablated, default_plan, plan_for, runs_collab
 from cdarec.contract.request import Constraints, clean_request, parse_request
 from cdarec.contract.schemas import COLLABORATIVE, Intent, Proposal, RankedItem, UserAbstract
 from cdarec.contract.semantics import code_intent, describe, interpret, prompt_values
@@ -88,8 +88,14 @@ def summarize_on_device(
     context, measured = res.context_monitor.snapshot(s)
     placement = placement_for(s.placement, context)
     detail += f"; context: {context.describe()} ({measured}); placement: {placement.describe()}"
+    anchor = state.get("anchor")
+    if anchor not in res.dataset.item_index:
+        anchor = None
+    elif anchor is not None:
+        detail += "; more like a shown item (bound here; the cloud is not told which)"
     return {
         "turn": turn,
+        "anchor": anchor,
         "context": context,
         "placement": placement,
         # What every later node reads: control characters out, bounded (a request over the
@@ -276,6 +282,35 @@ def structured_scores(
     eligible = np.ones(res.dataset.n_items, dtype=bool)
     eligible[excluded] = False
     return catalogue_structured(scores, second, eligible, structured_blend(model)), name
+
+
+def anchored(
+    res: DeviceResources, state: State, constraints: Constraints | None
+) -> Constraints | None:
+    """The constraints with this turn's private "more like N" item (``State.anchor``)
+    as the film the request names: the device binds it itself, so the cloud, sent the
+    turn without it, never learns which shown item the person wanted more of."""
+    anchor = state.get("anchor")
+    if not anchor or anchor not in res.dataset.item_index:
+        return constraints
+    base = constraints or Constraints()
+    if anchor in base.like_items:
+        return base
+    label = res.dataset.item(anchor).label()
+    return base.model_copy(
+        update={
+            "like_items": [anchor, *base.like_items][:3],
+            "like_labels": [label, *base.like_labels][:3],
+        }
+    )
+
+
+def anchor_weights(res: DeviceResources, state: State) -> Weights:
+    """The fusion weights of a "more like N" turn: the similar-to strategy's (chosen on
+    validation, ``contract.plan.STRATEGIES``), which the cloud's plan for a turn without
+    a request cannot have chosen."""
+    plan = plan_for("similar-to", state["abstract"], res.settings.retrieval_k)
+    return ablated(plan, res.settings.ablate).weights
 
 
 def bound_eligible(
@@ -581,6 +616,8 @@ def rank_on_device(
     thread = _thread(config)
     excluded = excluded_indices(res, rec, thread, state.get("scope"))
     constraints, eligible = bound_eligible(res, state, excluded)
+    private = state.get("anchor") in res.dataset.item_index
+    constraints = anchored(res, state, constraints)
     ds = res.dataset
     anchors = [
         ds.item_index[i]
@@ -623,13 +660,19 @@ def rank_on_device(
     request = (state.get("request") or "").strip()
     intent = state.get("intent")
     queries = list(intent.queries) if intent else []
-    _semantic_on_device(res, pool, [request, *queries])
     w = plan.weights
+    if private and constraints is not None:
+        # What the device's own prompts and scoring read: the anchor by name, here only.
+        request = request or f"more like {constraints.like_labels[0]}"
+        w = anchor_weights(res, state)
+    _semantic_on_device(res, pool, [request, *queries])
     fuse(pool, w.sequence, w.semantic, w.similar)
     # After a relaxation, items that meet more of the request come first (the closest).
     tier = strictness(state.get("constraints"), constraints, pool)
     pool.sort(key=lambda p: (tier.get(p.item_id, 0), -p.fused))
     usage, status, detail = Usage(), "ok", f"{len(pool)} candidates"
+    if private and constraints is not None:
+        detail += f"; more like {constraints.like_labels[0]} (similar-to weights, on the device)"
     if constraints is not None and constraints.binding:
         detail += f" within {constraints.describe()}"
         if constraints.relaxed:
@@ -783,5 +826,6 @@ def respond(state: State, runtime: Runtime[Settings], config: RunnableConfig) ->
         "reply": reply,
         "notes": notes,
         "scope": None,
+        "anchor": None,
         "trace": step.done(detail=f"{len(ranking)} items"),
     }

@@ -73,6 +73,9 @@ class ChatSession:
         self.graph = build_graph(open_checkpointer(settings))
         self.thread = thread or f"{slug(self.user, 40)}-{uuid.uuid4().hex[:8]}"
         self.notice = ""  # a one-off message for the next turn's output (model switched)
+        # "more like N": the shown item the next turn is like, sent on the device-only
+        # channel (``TurnInput.anchor``), never in the request the cloud reads.
+        self.pending_anchor: str | None = None
         self.config = {
             "configurable": {"thread_id": self.thread},
             "metadata": {"user_id": self.user},  # lets `cdarec sessions` say whose it is
@@ -117,7 +120,9 @@ class ChatSession:
         mem = self.res.memory
         if kind in ("more like", "more"):
             mem.add_feedback(self.user, "more_like", item_id=item.item_id, thread=self.thread)
-            return f"more movies like {item.label}", f"more like {item.label}"
+            # The turn to run has no request: which item it is like stays on the device.
+            self.pending_anchor = item.item_id
+            return "", f"more like {item.label}"
         mem.add_feedback(self.user, kind, item_id=item.item_id, thread=self.thread)  # type: ignore[arg-type]
         return None, f"{kind}d {item.label} (saved on the device)"
 
@@ -151,19 +156,28 @@ class ChatSession:
         request: str,
         on_step: Callable[[Any], None] | None = None,
         on_first_items: Callable[[list[dict[str, Any]]], None] | None = None,
+        *,
+        anchor: str | None = None,
     ) -> dict[str, Any]:
         """Run one turn, reporting each step as it finishes and the fused list as soon as
-        the device has it (before the SLM's reasons); returns the thread's state."""
+        the device has it (before the SLM's reasons); returns the thread's state.
+        ``anchor``: a shown item's id for "more like" (default: the one the last
+        ``more like N`` command set)."""
         try:
             request = clean_request(request)
         except RequestError as err:
             raise ChatError(str(err), 2) from err
+        if anchor is not None:
+            self.item_by_id(anchor)  # only an item this session showed
+        else:
+            anchor = self.pending_anchor
+        self.pending_anchor = None
         if self.res.refresh_sequence_model():
             self.notice = "The trained SASRec is ready: the device uses it from this turn on."
         if self.res.cloud.revive_cloud_llm():
             self.notice = "The embedded cloud server had stopped; it was started again."
         for mode, chunk in self.graph.stream(
-            {"request": request},
+            {"request": request, "anchor": anchor},
             self.config,
             context=self.settings,
             stream_mode=["updates", "custom"],

@@ -76,6 +76,8 @@ class SignIn(BaseModel):
 class TurnRequest(BaseModel):
     # A little over the request bound: the service says "too long" in words, not a 422.
     message: str = Field(default="", max_length=4 * MAX_REQUEST_CHARS)
+    # "more like this": the shown item's id (from the feedback reply), kept on the device.
+    anchor: str | None = Field(default=None, min_length=1, max_length=200)
 
 
 class FeedbackRequest(BaseModel):
@@ -335,7 +337,10 @@ def create_app(
             def run() -> None:
                 try:
                     result["values"] = chat.turn(
-                        body.message, steps.append, lambda items: steps.append(items)
+                        body.message,
+                        steps.append,
+                        lambda items: steps.append(items),
+                        anchor=body.anchor,
                     )
                 except ChatError as err:
                     result["error"] = str(err)
@@ -372,7 +377,9 @@ def create_app(
             request, message = chat.feedback_on(body.kind, body.item_id)
         except ChatError as err:
             raise HTTPException(400, str(err)) from err
-        return {"message": message, "request": request}
+        # A "more like" turn to run next: no request words, the item on the device channel.
+        anchor = body.item_id if body.kind == "more" else None
+        return {"message": message, "request": request, "anchor": anchor}
 
     return app
 

@@ -115,6 +115,15 @@ def test_chat_in_a_real_browser(web: tuple[str, str], tmp_path: Path) -> None:
         assert first_turn[0] not in second_turn
         assert second_turn != first_turn
         page.screenshot(path=str(tmp_path / "chat.png"))
+        # "more like this": a turn of its own, said as the click, the item not shown again
+        anchor = second_turn[0]
+        label = second.first.locator(".title").inner_text()
+        second.first.locator("button.more").click()
+        third = page.locator(".turn").nth(2)
+        expect(third.locator(".you")).to_contain_text(f"more like {label}", timeout=30_000)
+        expect(third.locator("li.item").first).to_be_visible(timeout=180_000)
+        third_turn = third.locator("li.item").evaluate_all("els => els.map(e => e.dataset.itemId)")
+        assert anchor not in third_turn, (label, third_turn)
         # a phone-sized window: one column, the list still on the first screen
         page.set_viewport_size({"width": 390, "height": 844})
         assert page.locator("header").bounding_box()["height"] < 110

@@ -177,6 +177,30 @@ def test_feedback_names_its_item_not_a_rank(app: Any, home: Path) -> None:
     assert r.status_code == 400 and "not shown" in r.json()["detail"]
 
 
+def test_more_like_runs_a_turn_with_the_item_on_the_device_channel(app: Any) -> None:
+    """ "more like this": the reply names no request words for the cloud and gives the
+    item back for the turn's device-only ``anchor``; an item never shown is refused."""
+    c, h = signed_in(app)
+    thread = c.post("/api/sessions", headers=h).json()["thread"]
+    item = turn(c, h, thread, "a comedy")[-1][1]["ranking"][0]
+    r = c.post(
+        f"/api/sessions/{thread}/feedback",
+        json={"kind": "more", "item_id": item["item_id"]},
+        headers=h,
+    ).json()
+    assert r["request"] == "" and r["anchor"] == item["item_id"]
+    assert item["label"] in r["message"]
+    body = {"message": r["request"], "anchor": r["anchor"]}
+    res = c.post(f"/api/sessions/{thread}/turn", json=body, headers=h)
+    kind, result = events(res.text)[-1]
+    assert kind == "result" and result["request"] == ""
+    assert result["bound"]["like_items"][0] == item["item_id"]
+    assert item["item_id"] not in {x["item_id"] for x in result["ranking"]}
+    bad = {"message": "", "anchor": "never-shown"}
+    kind, err = events(c.post(f"/api/sessions/{thread}/turn", json=bad, headers=h).text)[-1]
+    assert kind == "error" and "not shown" in err["message"]
+
+
 def test_bad_messages_end_in_a_clear_error(app: Any) -> None:
     c, h = signed_in(app)
     thread = c.post("/api/sessions", headers=h).json()["thread"]
