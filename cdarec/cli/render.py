@@ -29,6 +29,17 @@ def print_first_items(items: list[dict[str, Any]]) -> None:
     console.print(f"  [bold]first picks:[/bold] {shown} [dim](reasons coming)[/dim]")
 
 
+def turn_title(values: dict[str, Any]) -> str:
+    """What the turn was for: the request, or "more like X" for a click (its item was
+    bound on the device, so the request is empty)."""
+    if request := values.get("request"):
+        return str(request)
+    bound = values.get("bound")
+    if bound is not None and bound.like_labels:
+        return f"more like {bound.like_labels[0]}"
+    return "recommendations"
+
+
 def print_turn(values: dict[str, Any]) -> None:
     plan = values.get("plan")
     table = Table(
@@ -36,7 +47,7 @@ def print_turn(values: dict[str, Any]) -> None:
         "title",
         "genres",
         "why",
-        title=Text(values.get("request") or "recommendations"),  # the user's words: no markup
+        title=Text(turn_title(values)),  # the user's words: no markup
         show_lines=False,
     )
     for r in values.get("ranking") or []:
@@ -55,6 +66,11 @@ def print_turn(values: dict[str, Any]) -> None:
             f"seq {w.sequence:.2f} / sem {w.semantic:.2f} / like {w.similar:.2f} / "
             f"slm {w.judge:.2f}[/dim]"
         )
+        if not values.get("request") and turn_title(values).startswith("more like"):
+            console.print(
+                "[dim]  the device ranked this click with the similar-to weights; the "
+                "cloud planned a turn without a request (it is not told which item)[/dim]"
+            )
         # where each movable sub-task ran this turn, and why (issue 20)
         console.print(f"[dim]placement: {escape(plan.placement.describe())}[/dim]")
     trace = values.get("trace") or []

@@ -107,7 +107,12 @@ def _plan_strategy(
     if cached is not None and not _fits(cached.strategy, fits):
         cached = None  # a reused plan must fit this request as a fresh one would
     if cached is not None:
-        plan = cached.model_copy(update={"source": "cached", "placement": placement})
+        # The note says why for this request, not for the one the plan was written for.
+        rule, why = choose_strategy(abstract, constraints, request)
+        note = f"as the planner chose for {kind} requests; the rule: {rule} ({why})"
+        plan = cached.model_copy(
+            update={"source": "cached", "placement": placement, "note": note[:200]}
+        )
         return {
             "plan": plan,
             "constraints": constraints,

@@ -141,6 +141,8 @@ def test_plan_is_reused_for_the_same_state_and_request_kind(setup) -> None:
     out = g.invoke({"request": "a drama"}, cfg, context=s)  # same kind: "specific"
     step = next(r for r in out["trace"] if r.node == "plan_strategy")
     assert out["plan"].source == "cached" and step.status == "cached"
+    # its note says why for this request, not for the one it was written for
+    assert "Drama" in out["plan"].note and "Comedy" not in out["plan"].note
     # no cloud call at all: the plan is reused and code read the whole request
     assert len(res.cloud.cloud_llm.chat.prompts) == calls
     res.memory.add_feedback("196", "dislike", item_id=out["ranking"][0].item_id)

@@ -122,6 +122,9 @@ def test_moods_are_soft_preferences_relaxed_first(vocab, facts) -> None:
     intense = parse_request("an intense thriller", vocab)
     assert intense.genres == ["Thriller"] and "Action" in intense.prefer_genres
     assert "Thriller" not in intense.prefer_genres
+    tense = parse_request("a tense thriller from the 80s", vocab)
+    assert tense.genres == ["Thriller"] and "Children's" in tense.avoid_genres
+    assert parse_request("a pretense of comedy", vocab).avoid_genres == [], "whole words"
     calm = parse_request("a comedy, nothing too intense", vocab)
     assert "Horror" in calm.avoid_genres and not calm.prefer_genres
     levels = warm.relaxations()
