@@ -18,8 +18,19 @@ def cmd_bench_accuracy(args: argparse.Namespace) -> int:
     default = module.DEFAULT_METHODS
     methods = [m.strip() for m in (args.methods or ",".join(default)).split(",") if m.strip()]
     run = module.run
+    if not 0.0 < args.held_share < 1.0:
+        raise CliError("--held-share must be between 0 and 1 (e.g. 0.2)", 2)
     try:
-        run(settings_from(args), methods, args.users, args.seed, Path(args.out), console)
+        run(
+            settings_from(args),
+            methods,
+            args.users,
+            args.seed,
+            Path(args.out),
+            console,
+            split=args.split,
+            held_share=args.held_share,
+        )
     except ValueError as err:
         raise CliError(str(err), 2) from err
     return 0
@@ -205,6 +216,22 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         "structured model rows and cdarec",
     )
     ba.add_argument("--seed", type=int, default=2024, help="candidate and sample seed")
+    ba.add_argument(
+        "--split",
+        choices=["standard", "user-disjoint"],
+        default="standard",
+        help="standard: the protocol's leave-one-out, the cloud's SASRec trained on every "
+        "user's training items; user-disjoint: a seeded share of the users (--held-share) "
+        "is held out, the cloud's models (SASRec, its transition weight, the transition "
+        "model, popularity) learn from the other users only, and every row evaluates the "
+        "held-out users (their histories reach a model only as the device's input)",
+    )
+    ba.add_argument(
+        "--held-share",
+        type=float,
+        default=0.2,
+        help="with --split user-disjoint: the share of users held out (default 0.2)",
+    )
     ba.add_argument("--out", default="results", help="folder for JSON/Markdown/PNG")
     ba.set_defaults(func=cmd_bench_accuracy)
 

@@ -45,6 +45,9 @@ class CloudResources(PublicResources):
         # Plans the cloud planner wrote, by user state and request kind (plan reuse).
         self.plan_cache: dict[str, Plan] = {}
         self._trained: SASRecModel | None = None  # what `train` returned
+        # Whose histories `train` learns from: the data set's users, or a benchmark's
+        # training population (the user-disjoint split: the evaluated users held out).
+        self.population: Dataset | None = None
 
     @lazy
     def cloud_llm(self) -> LLM:
@@ -128,18 +131,29 @@ class CloudResources(PublicResources):
                 for name in ("trained_model", "collab_index"):
                     self.__dict__.pop(name, None)
 
+    def use_population(self, population: Dataset) -> None:
+        """Train on ``population`` (the same items, fewer users) from now on, forgetting a
+        model trained on the whole data set (``data.split.user_disjoint``)."""
+        with self._lock:
+            self.population = population
+            self._trained = None
+            for name in ("trained_model", "collab_index"):
+                self.__dict__.pop(name, None)
+
     def train(self, console: Any = None, *, retrain: bool = False) -> SASRecModel:
-        """Train the data set's SASRec (shows progress on ``console``), or load the cached
-        one, and use it from now on; the device loads the same file."""
+        """Train the data set's SASRec (shows progress on ``console``) on the training
+        population (default: every user), or load the cached one, and use it from now
+        on; the device loads the same file."""
         from cdarec.cloud.training.train import train_or_load
 
         with self._lock:
             if self._trained is not None and not retrain:
                 return self._trained
+            ds = self.population or self.dataset
             model = self._trained = train_or_load(
-                self.dataset,
+                ds,
                 self.settings.home,
-                artefacts.train_config(self.dataset),
+                artefacts.train_config(ds),
                 console,
                 retrain=retrain,
             )

@@ -16,7 +16,13 @@ from cdarec.data.datasets import (
     load_dataset,
     resolve_dataset,
 )
-from cdarec.data.split import LeaveOneOut, history_before_test, leave_one_out, split_sequence
+from cdarec.data.split import (
+    LeaveOneOut,
+    history_before_test,
+    leave_one_out,
+    split_sequence,
+    user_disjoint,
+)
 
 __all__ = [
     "AtomicField",
@@ -35,4 +41,5 @@ __all__ = [
     "read_header",
     "resolve_dataset",
     "split_sequence",
+    "user_disjoint",
 ]

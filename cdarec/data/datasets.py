@@ -159,6 +159,23 @@ class Dataset:
         u = self._user(user_id)
         return self.inter_ratings[self.indptr[u] : self.indptr[u + 1]]
 
+    def with_users(self, users: Sequence[int], name: str) -> Dataset:
+        """The same items (same indices) with only the users at ``users`` (internal ids,
+        in that order) and their interactions: a population to train on."""
+        idx = [int(u) for u in users]
+        spans = [(int(self.indptr[u]), int(self.indptr[u + 1])) for u in idx]
+        take = np.concatenate([np.arange(a, b) for a, b in spans]) if spans else np.zeros(0, int)
+        lengths = np.array([b - a for a, b in spans], dtype=np.int64)
+        return Dataset(
+            name,
+            self.items,
+            [self.users[u] for u in idx],
+            np.concatenate([[0], np.cumsum(lengths)]),
+            self.inter_items[take],
+            self.inter_times[take],
+            self.inter_ratings[take],
+        )
+
     def item(self, item_id: str | int) -> Item:
         """An item by its data-set id (``str``) or by its internal index (``int``)."""
         if isinstance(item_id, int | np.integer):

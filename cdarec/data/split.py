@@ -77,3 +77,20 @@ def history_before_test(ds: Dataset, user: str) -> np.ndarray:
     """
     seq = ds.sequence(user)
     return seq[:-1] if len(seq) else _EMPTY
+
+
+def user_disjoint(ds: Dataset, share: float = 0.2, seed: int = 0) -> tuple[Dataset, list[str]]:
+    """The honest split (issue 17): a seeded ``share`` of the users is held out for
+    evaluation, and the cloud's population - what its models train, validate and are
+    tuned on - is everyone else, over the same items (same indices). The held-out users'
+    histories reach the evaluated models only as the device's private input at test
+    time. Returns (the population, the held-out users in data-set order)."""
+    if not 0.0 < share < 1.0:
+        raise ValueError(f"the held-out share must be between 0 and 1, not {share}")
+    n = ds.n_users
+    k = min(max(1, round(share * n)), n - 1)
+    held = np.sort(np.random.default_rng(seed).choice(n, size=k, replace=False))
+    keep = np.ones(n, dtype=bool)
+    keep[held] = False
+    population = ds.with_users(np.flatnonzero(keep).tolist(), f"{ds.name}-train-s{seed}-{k}held")
+    return population, [ds.users[i] for i in held]

@@ -44,10 +44,13 @@ class DeviceResources(PublicResources):
         dataset: Dataset | None = None,
         prompts: dict[str, Prompt] | None = None,
         sequence_model: SequenceScorer | None = None,
+        transition_model: TransitionModel | None = None,
     ) -> None:
         super().__init__(settings, dataset=dataset, prompts=prompts)
         self._warm = False  # warm_up has run
-        self._given(device_llm=llm, sequence_model=sequence_model)
+        self._given(
+            device_llm=llm, sequence_model=sequence_model, transition_model=transition_model
+        )
         # In evaluation the device holds a fixed history (test item held out), not saved.
         self.records = records
 
@@ -79,6 +82,16 @@ class DeviceResources(PublicResources):
         SASRec, trained by the cloud in the same process)."""
         with self._lock:
             self.__dict__["sequence_model"] = model
+
+    def use_transition_model(self, model: TransitionModel) -> None:
+        """Run ``model`` as the transition model (the ensemble's second member, and the
+        structured model itself where there is no SASRec) from now on: a benchmark's,
+        fitted on the cloud's training population only (the user-disjoint split)."""
+        with self._lock:
+            old = self.__dict__.get("transition_model")
+            if old is not None and self.__dict__.get("sequence_model") is old:
+                self.__dict__["sequence_model"] = model
+            self.__dict__["transition_model"] = model
 
     def sasrec_path(self) -> Path:
         """Where the cloud's trained SASRec for this data set is shipped to."""

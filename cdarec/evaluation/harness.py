@@ -14,14 +14,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 from rich.console import Console
 
 from cdarec.contract.plan import Plan
 from cdarec.data import Dataset, leave_one_out
-from cdarec.data.split import history_before_test
+from cdarec.data.split import history_before_test, user_disjoint
 from cdarec.device.memory import DeviceRecord
 from cdarec.evaluation.report import progress, write_report
 from cdarec.graph.runtime import Resources, use_resources
@@ -51,19 +51,39 @@ class ProtocolA:
     candidates: dict[str, np.ndarray]
     histories: dict[str, np.ndarray]
     train_pop: np.ndarray
+    # The user-disjoint split: what the cloud trained on (None: the standard split,
+    # every user's training items).
+    population: Dataset | None = None
 
     @classmethod
-    def build(cls, ds: Dataset, sample_size: int, seed: int) -> ProtocolA:
+    def build(
+        cls,
+        ds: Dataset,
+        sample_size: int,
+        seed: int,
+        *,
+        held: list[str] | None = None,
+        population: Dataset | None = None,
+    ) -> ProtocolA:
+        """Every test user with a history (``held``: only these, the users the cloud's
+        population leaves out), the seeded sample among them and Protocol A's candidates;
+        popularity counted over the cloud's training data."""
         split = leave_one_out(ds)
-        users = [u for u in split.test_users() if len(history_before_test(ds, u))]
+        among = set(held) if held is not None else None
+        users = [
+            u
+            for u in split.test_users()
+            if len(history_before_test(ds, u)) and (among is None or u in among)
+        ]
         rng = np.random.default_rng(seed)
         pick = rng.choice(len(users), size=min(sample_size, len(users)), replace=False)
         sample = [users[i] for i in sorted(pick)]
         pop = np.zeros(ds.n_items, dtype=np.float64)
-        for u, seq in split.train.items():
+        trained = leave_one_out(population) if population is not None else split
+        for u, seq in trained.train.items():
             np.add.at(pop, seq, 1.0)
-            if split.valid.get(u) is not None:
-                pop[split.valid[u]] += 1.0
+            if trained.valid.get(u) is not None:
+                pop[trained.valid[u]] += 1.0
         return cls(
             ds=ds,
             users=users,
@@ -71,6 +91,7 @@ class ProtocolA:
             candidates=sample_candidates(split.test, ds.n_items, users, seed=seed),
             histories={u: history_before_test(ds, u) for u in users},
             train_pop=pop,
+            population=population,
         )
 
     def label_pos(self, users: list[str]) -> np.ndarray:
@@ -165,12 +186,30 @@ def graph_turns(
     return out, fallbacks / max(len(users), 1), note
 
 
+Split = Literal["standard", "user-disjoint"]
+SPLITS: tuple[Split, ...] = ("standard", "user-disjoint")
+
+
 def bench_resources(
-    settings: Settings, console: Console, resources: Resources | None, *, sasrec: bool = True
+    settings: Settings,
+    console: Console,
+    resources: Resources | None,
+    *,
+    sasrec: bool = True,
+    population: Dataset | None = None,
 ) -> Resources:
     """The shared resources of a benchmark run, with the trained SASRec as the device's
-    model (trained once on the cloud side if not cached) unless told otherwise."""
+    model (trained once on the cloud side if not cached) unless told otherwise.
+    ``population``: the user-disjoint split's training users - the cloud trains on them
+    only, and the device's transition model is fitted on them too."""
     base = use_resources(resources or Resources(settings))
+    if population is not None:
+        from cdarec.seqrec.transition import TransitionModel
+
+        base.cloud.use_population(population)
+        base.device.use_transition_model(
+            TransitionModel.fit(leave_one_out(population).train, population.n_items)
+        )
     if sasrec and settings.sequence_model != "transition":
         base.device.use_sequence_model(base.sasrec_model(console))  # what the device runs
     return base
@@ -244,9 +283,13 @@ def run(
     out_dir: Path,
     console: Console,
     resources: Resources | None = None,
+    split: Split = "standard",
+    held_share: float = 0.2,
 ) -> list[Any]:
     """Run ``methods`` under ``protocol`` and report. ``resources`` lets tests bring fake
-    models (and the protocol's data set)."""
+    models (and the protocol's data set). ``split="user-disjoint"``: a seeded
+    ``held_share`` of the users is held out, the cloud's models train (and are tuned) on
+    the others only, and every row evaluates the held-out users."""
     unknown = [m for m in methods if m not in protocol.methods]
     if unknown:
         raise ValueError(
@@ -254,9 +297,23 @@ def run(
             f"{', '.join(protocol.methods)}"
         )
     settings = protocol.prepare(settings, console, resources is not None)
-    base = bench_resources(settings, console, resources, sasrec=protocol.needs_sasrec(methods))
+    population, held = None, None
+    if split == "user-disjoint":
+        ds = (resources or use_resources(Resources(settings))).dataset
+        population, held = user_disjoint(ds, held_share, seed)
+        console.print(
+            f"User-disjoint split: the cloud trains on {population.n_users} users; "
+            f"{len(held)} held-out users ({held_share:.0%}, seed {seed}) are evaluated"
+        )
+    base = bench_resources(
+        settings,
+        console,
+        resources,
+        sasrec=protocol.needs_sasrec(methods),
+        population=population,
+    )
     t = time.perf_counter()
-    proto = ProtocolA.build(base.dataset, sample_size, seed)
+    proto = ProtocolA.build(base.dataset, sample_size, seed, held=held, population=population)
     protocol.begin(proto, seed, console, time.perf_counter() - t)
     rows: list[Any] = []
     for m in [m for m in methods if m in protocol.no_llm]:
@@ -276,9 +333,25 @@ def run(
 
                 rows.append(protocol.graph_row(m, proto, base, tick, time.perf_counter()))
     text, payload, plot_to = protocol.report(rows, proto, settings, seed)
+    if population is not None:
+        said = (
+            f"User-disjoint split: the cloud's models trained on {population.n_users} "
+            f"users only; every row evaluates {len(proto.users)} held-out users (seed {seed})."
+        )
+        text = f"{said}\n\n{text}"
+        payload = {
+            **payload,
+            "split": {
+                "kind": split,
+                "held_share": held_share,
+                "trained_users": population.n_users,
+                "evaluated_users": len(proto.users),
+            },
+        }
     console.print()
     console.print(text, markup=False, highlight=False, soft_wrap=True)
-    stem = out_dir / f"accuracy-{protocol.name}-{slug(proto.ds.name)}"
+    name = f"accuracy-{protocol.name}-{slug(proto.ds.name)}"
+    stem = out_dir / (f"{name}-disjoint" if population is not None else name)
     write_report(stem, text, payload, plot_to, console)
     return rows
 
@@ -294,8 +367,21 @@ def runner(protocol: type[Protocol]) -> Callable[..., list[Any]]:
         out_dir: Path,
         console: Console,
         resources: Resources | None = None,
+        split: Split = "standard",
+        held_share: float = 0.2,
     ) -> list[Any]:
-        return run(protocol(), settings, methods, sample_size, seed, out_dir, console, resources)
+        return run(
+            protocol(),
+            settings,
+            methods,
+            sample_size,
+            seed,
+            out_dir,
+            console,
+            resources,
+            split=split,
+            held_share=held_share,
+        )
 
     run_protocol.__doc__ = f"{protocol.__doc__} ``resources`` lets tests bring fake models."
     return run_protocol

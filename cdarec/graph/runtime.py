@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from cdarec.device.memory import DeviceMemory, DeviceRecord
     from cdarec.llm.factory import LLM
     from cdarec.prompts import Prompt
-    from cdarec.seqrec.transition import SequenceScorer
+    from cdarec.seqrec.transition import SequenceScorer, TransitionModel
 
 __all__ = ["Resources", "UserNotFoundError", "get_resources", "use_resources"]
 
@@ -52,6 +52,8 @@ class Resources:
         catalogue: Catalogue | None = None,
         prompts: dict[str, Prompt] | None = None,
         sequence_model: SequenceScorer | None = None,
+        transition_model: TransitionModel | None = None,
+        population: Dataset | None = None,
     ) -> None:
         self.settings = settings
         trained = sequence_model if hasattr(sequence_model, "item_vectors") else None
@@ -62,6 +64,7 @@ class Resources:
             dataset=dataset,
             prompts=prompts,
             sequence_model=sequence_model,
+            transition_model=transition_model,
         )
         self.cloud = CloudResources(
             settings,
@@ -71,6 +74,8 @@ class Resources:
             catalogue=catalogue,
             trained_model=trained,  # type: ignore[arg-type]
         )
+        if population is not None:
+            self.cloud.population = population
 
     @classmethod
     def pair(cls, cloud: CloudResources, device: DeviceResources) -> Resources:
@@ -97,6 +102,9 @@ class Resources:
             catalogue=self.cloud.catalogue,
             prompts=self.device.prompts,
             sequence_model=self.device.sequence_model,
+            # Only if built (or given): a benchmark's, fitted on its training population.
+            transition_model=self.device.__dict__.get("transition_model"),
+            population=self.cloud.population,
         )
 
     # -- what the service, the CLI and the benchmarks read ------------------------------
