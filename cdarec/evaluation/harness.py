@@ -51,9 +51,6 @@ class ProtocolA:
     candidates: dict[str, np.ndarray]
     histories: dict[str, np.ndarray]
     train_pop: np.ndarray
-    # The user-disjoint split: what the cloud trained on (None: the standard split,
-    # every user's training items).
-    population: Dataset | None = None
 
     @classmethod
     def build(
@@ -91,7 +88,6 @@ class ProtocolA:
             candidates=sample_candidates(split.test, ds.n_items, users, seed=seed),
             histories={u: history_before_test(ds, u) for u in users},
             train_pop=pop,
-            population=population,
         )
 
     def label_pos(self, users: list[str]) -> np.ndarray:
@@ -187,7 +183,6 @@ def graph_turns(
 
 
 Split = Literal["standard", "user-disjoint"]
-SPLITS: tuple[Split, ...] = ("standard", "user-disjoint")
 
 
 def bench_resources(
@@ -299,8 +294,8 @@ def run(
     settings = protocol.prepare(settings, console, resources is not None)
     population, held = None, None
     if split == "user-disjoint":
-        ds = (resources or use_resources(Resources(settings))).dataset
-        population, held = user_disjoint(ds, held_share, seed)
+        resources = resources or Resources(settings)
+        population, held = user_disjoint(resources.dataset, held_share, seed)
         console.print(
             f"User-disjoint split: the cloud trains on {population.n_users} users; "
             f"{len(held)} held-out users ({held_share:.0%}, seed {seed}) are evaluated"

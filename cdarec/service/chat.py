@@ -161,15 +161,15 @@ class ChatSession:
     ) -> dict[str, Any]:
         """Run one turn, reporting each step as it finishes and the fused list as soon as
         the device has it (before the SLM's reasons); returns the thread's state.
-        ``anchor``: a shown item's id for "more like" (default: the one the last
-        ``more like N`` command set)."""
+        ``anchor``: a shown item's id for "more like" (default, for a turn without
+        request words: the one the last ``more like N`` command set)."""
         try:
             request = clean_request(request)
         except RequestError as err:
             raise ChatError(str(err), 2) from err
         if anchor is not None:
             self.item_by_id(anchor)  # only an item this session showed
-        else:
+        elif not request:  # a typed request is its own turn, not the click's
             anchor = self.pending_anchor
         self.pending_anchor = None
         if self.res.refresh_sequence_model():

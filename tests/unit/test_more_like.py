@@ -76,6 +76,9 @@ def test_more_like_binds_the_item_on_the_device_and_never_tells_the_cloud(
 def test_more_like_names_only_an_item_the_session_showed(settings: Settings) -> None:
     session = ChatSession(settings, thread="t-more-2", warm_up="off")
     session.turn("a comedy")
+    session.feedback("more like 1")
+    typed = session.turn("a drama")  # typed words instead: their own turn, not the click's
+    assert typed["bound"] is None or not typed["bound"].like_items
     try:
         session.turn("", anchor="no-such-item")
     except ChatError as err:
