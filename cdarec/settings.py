@@ -107,13 +107,15 @@ class Settings(BaseSettings):
         "(k-anonymity against the public population table); 1 = everything.",
     )
     # Placement (issue 20; `cdarec bench placement` measures each choice).
-    placement: Literal["adaptive", "default", "device", "lean-device"] = Field(
+    placement: Literal["adaptive", "default", "device", "lean-device", "cloud-judge"] = Field(
         default="adaptive",
         description="Where the movable sub-tasks (planning, semantic modelling, retrieval, "
         "the judgement) run: 'adaptive' (chosen per turn from the measured link, cloud speed "
         "and device load), or a fixed placement: 'default' (the paper's sides), 'device' "
         "(planning, semantics and retrieval on the device), 'lean-device' (no device model "
-        "call: reasons from the items' facts).",
+        "call: reasons from the items' facts), 'cloud-judge' (the cloud LLM judges and "
+        "explains the shortlist of a device with no private history; a device with one "
+        "judges itself).",
     )
     privacy: Literal["standard", "strict"] = Field(
         default="standard",

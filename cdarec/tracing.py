@@ -68,7 +68,9 @@ MASKED_ERROR = "error on the device side (its details stay on the device)"
 # conditional edge inside the node's context, so the plan's edge (``route_plan``), whose
 # input is the whole state, device proposals included, inherits the planner's
 # ``side: cloud``; it must not count as cloud.
-CLOUD_RUN_NAMES = frozenset({"plan_strategy", "model_semantics", "retrieve_candidates"})
+CLOUD_RUN_NAMES = frozenset(
+    {"plan_strategy", "model_semantics", "retrieve_candidates", "judge_on_cloud"}
+)
 # What may run inside a cloud node and be uploaded readable (chains are not: an edge or
 # a writer is a chain).
 CLOUD_CHILD_TYPES = frozenset({"llm", "tool", "retriever", "embedding", "prompt", "parser"})

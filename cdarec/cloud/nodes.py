@@ -1,4 +1,5 @@
-"""Cloud side: the cloud's nodes — strategy planning, semantic modelling, candidate retrieval.
+"""Cloud side: the cloud's nodes — strategy planning, semantic modelling, candidate
+retrieval, and the judgement of a cold-start device's shortlist.
 
 Each is registered with ``input_schema=CloudView``, so what it can read is fixed by the
 state's type: the request, the device's coarse abstract, the plan, the intent and the
@@ -19,6 +20,14 @@ from cdarec.cloud.tools import (
     RetrievalInput,
     make_collab_tool,
     make_retrieval_tool,
+)
+from cdarec.contract.judgement import (
+    JUDGE_PICKS,
+    CloudJudgement,
+    Judgement,
+    judge_max_tokens,
+    judgement_schema,
+    salvage_judgement,
 )
 from cdarec.contract.placement import Placement, proposed
 from cdarec.contract.plan import (
@@ -291,3 +300,51 @@ def _retrieve_candidates(
     if constraints is not None and constraints.relaxed:
         detail += "; relaxed: " + ", ".join(constraints.relaxed)
     return {"candidates": candidates, "trace": step.done(detail=detail)}
+
+
+def judge_on_cloud(
+    state: CloudView, runtime: Runtime[Settings], config: RunnableConfig
+) -> dict[str, Any]:
+    """The judgement in the cloud, for a device that holds no private history (the device
+    sends a ``shortlist`` only then): the cloud LLM picks the best fit of the shortlist
+    for the request and writes its reason. It reads the catalogue's facts of the ids it
+    was sent, the abstract and the request; the device checks each reason before it
+    shows it (``device.nodes.respond``)."""
+    res = cloud_resources(runtime.context)
+    turn = state["turn"]
+    step = Step("judge_on_cloud", "cloud", turn)
+    ds = res.dataset
+    ids = [i for i in dict.fromkeys(state.get("shortlist") or []) if i in ds.item_index][:20]
+    if not ids:
+        return {
+            "cloud_judgement": None,
+            "trace": step.done(status="skipped", detail="no shortlist"),
+        }
+    items = [ds.items[ds.item_index[i]] for i in ids]
+    numbered = "\n".join(
+        f"{n}. {it.label()} ({', '.join(it.genres[:2]) or 'unknown genre'})"
+        for n, it in enumerate(items, 1)
+    )
+    values = _cloud_values(res, state)
+    messages = res.prompts["judge_on_cloud"].messages(**values, candidates=numbered)
+    picks = min(len(ids), JUDGE_PICKS)
+    out = call_structured(
+        res.cloud_llm,
+        Judgement,
+        messages,
+        max_tokens=judge_max_tokens(picks),
+        json_schema=judgement_schema(len(ids), picks),
+        context={"n": len(ids)},
+        fallback=lambda: Judgement(picks=[]),
+        salvage=lambda raw: salvage_judgement(raw, len(ids)),
+        config=config,
+    )
+    detail = f"picked {len(out.value.picks)} of {len(ids)} (a device with no private history)"
+    if out.error:
+        detail += f"; {out.error}"
+    return {
+        "cloud_judgement": CloudJudgement(turn=turn, ids=ids, picks=out.value.picks),
+        "trace": step.done(
+            model=res.cloud_llm.name, usage=out.usage, status=out.status, detail=detail
+        ),
+    }

@@ -12,10 +12,15 @@ interface (the same state channels in, the same out):
 - ``retrieval``: the cloud's catalogue (``retrieve_candidates``) or the device's small
   index of the candidates it was shown recently (``retrieve_on_device``) for a device
   that cannot reach the cloud or should not wait for it;
-- ``judge``: the device SLM with the history (``device-slm``), or the device's code alone
+- ``judge``: the device SLM with the history (``device-slm``), the device's code alone
   (``device-facts``: true reasons from the item's facts, no model call) when the device
-  is busy or on battery. (A cloud judgement for a user with no private history is not
-  built yet: the judgement reads the history, so it has no cloud side for anyone else.)
+  is busy or on battery, or the cloud LLM (``cloud-llm``, node ``judge_on_cloud``) for a
+  device that holds no private history (cold start: no watched item, no feedback, no
+  "more like" click): it sees the abstract, the request and the catalogue ids of the
+  shortlist, nothing else. The judgement reads the history wherever there is one, so the
+  device decides this from its own memory when it would write the shortlist
+  (``device.nodes.cloud_shortlist``): a plan that names ``cloud-llm`` for a device with a
+  history is repaired there, and the device judges.
 
 The device measures its context (``DeviceContext``: coarse buckets of the cloud link, the
 cloud model's speed, the device's load and power, the user's privacy setting) and the plan
@@ -34,14 +39,16 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 Side = Literal["cloud", "device"]
-Judge = Literal["device-slm", "device-facts"]
+Judge = Literal["device-slm", "device-facts", "cloud-llm"]
 Link = Literal["fast", "slow", "down", "unknown"]
 CloudSpeed = Literal["fast", "slow", "unknown"]
 Load = Literal["idle", "busy"]
 Privacy = Literal["standard", "strict"]
 MOVABLE = ("planning", "semantics", "retrieval", "judge")
-# Sub-tasks that read the raw history: no placement may put them on the cloud.
+# Sub-tasks that read the raw history: no placement may put them on the cloud (the
+# judgement only as ``cloud-llm``, which the device runs only when it holds no history).
 READS_HISTORY = ("summary", "sequence", "judge", "ranking")
+CLOUD_JUDGE = "cloud-llm"
 
 
 class DeviceContext(BaseModel):
@@ -89,7 +96,7 @@ class Placement(BaseModel):
         moved = []
         for task in READS_HISTORY:
             side = data.get(task)
-            if isinstance(side, str) and side.startswith("cloud"):
+            if isinstance(side, str) and side.startswith("cloud") and side != CLOUD_JUDGE:
                 moved.append(task)
                 if task == "judge":
                     data[task] = "device-slm"
@@ -117,14 +124,19 @@ FIXED: dict[str, Placement] = {
         planning="device", semantics="device", retrieval="device", why="fixed: all on the device"
     ),
     "lean-device": Placement(judge="device-facts", why="fixed: no device model call"),
+    "cloud-judge": Placement(
+        judge="cloud-llm", why="fixed: the cloud LLM judges (a device with no history only)"
+    ),
 }
-PlacementName = Literal["adaptive", "default", "device", "lean-device"]
+PlacementName = Literal["adaptive", "default", "device", "lean-device", "cloud-judge"]
 
 
-def choose_placement(context: DeviceContext) -> Placement:
+def choose_placement(context: DeviceContext, cold: bool = False) -> Placement:
     """The adaptive rule: each sub-task on the side that answers sooner in this context
     (measured by `cdarec bench placement`, docs/results/placement.md, which also holds
-    the thresholds of the buckets)."""
+    the thresholds of the buckets). ``cold``: the device holds no private history (no
+    watched item, no feedback): a busy or low-powered device then lets a reachable
+    cloud judge instead of answering without a model."""
     reasons: list[str] = []
     p = Placement()
     if context.link == "down":
@@ -142,8 +154,13 @@ def choose_placement(context: DeviceContext) -> Placement:
     busy = context.load == "busy" or context.low_power
     if busy:
         why = "device on low power" if context.low_power else "device busy"
-        p = p.model_copy(update={"judge": "device-facts"})
-        reasons.append(f"{why}: reasons from the items' facts, no device model call")
+        cloud_ok = p.retrieval == "cloud" and context.cloud_speed != "slow"
+        if cold and context.privacy == "standard" and cloud_ok:
+            p = p.model_copy(update={"judge": CLOUD_JUDGE})
+            reasons.append(f"{why}, no private history: the cloud LLM judges the shortlist")
+        else:
+            p = p.model_copy(update={"judge": "device-facts"})
+            reasons.append(f"{why}: reasons from the items' facts, no device model call")
     if not reasons:
         reasons.append("normal conditions: the default sides")
     return p.model_copy(update={"why": "; ".join(reasons)})
@@ -165,9 +182,9 @@ def proposed(state: Mapping[str, Any]) -> Placement:
     return enforce(state.get("placement") or Placement())
 
 
-def placement_for(name: str, context: DeviceContext) -> Placement:
+def placement_for(name: str, context: DeviceContext, cold: bool = False) -> Placement:
     """The turn's placement: the adaptive rule, or a fixed one (``FIXED``) within the
     constraints."""
     if name == "adaptive":
-        return choose_placement(context)
+        return choose_placement(context, cold)
     return FIXED[name]

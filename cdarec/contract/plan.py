@@ -87,7 +87,7 @@ class NodeSpec:
     side: Literal["cloud", "device"]
     group: int
     branch: Literal["semantic", "sequence"] | None = None
-    role: Literal["planning", "semantics", "retrieval"] | None = None
+    role: Literal["planning", "semantics", "retrieval", "judge"] | None = None
 
 
 # The turn's nodes, in order: the one place that says which side runs what (the graph
@@ -103,7 +103,9 @@ LAYOUT: tuple[NodeSpec, ...] = (
     NodeSpec("retrieve_on_device", "device", 3, "semantic", role="retrieval"),
     NodeSpec("model_sequence_on_device", "device", 2, "sequence"),
     NodeSpec("rank_on_device", "device", 4),
-    NodeSpec("respond", "device", 5),
+    # Only for a device with no private history (the device decides; contract.placement).
+    NodeSpec("judge_on_cloud", "cloud", 5, role="judge"),
+    NodeSpec("respond", "device", 6),
 )
 
 
@@ -136,8 +138,16 @@ class Plan(BaseModel):
             PlannedStep(task=n.task, side=n.side, group=n.group)
             for n in LAYOUT
             if (n.branch is None or getattr(self, n.branch))
-            and (n.role is None or sides[n.role] == n.side)
+            and (n.role is None or _runs(n, sides[n.role], self.judge))
         ]
+
+
+def _runs(node: NodeSpec, side: str, judge: bool) -> bool:
+    """Whether a movable sub-task's node runs under the placement's ``side`` for it (the
+    judgement's values name the judge: only ``cloud-llm`` has a node of its own)."""
+    if node.role == "judge":
+        return judge and side == "cloud-llm"
+    return side == node.side
 
 
 Strategy = Literal["history-led", "request-led", "balanced", "cold-start", "similar-to", "explore"]

@@ -120,9 +120,10 @@ class RankedItem(BaseModel):
     parts: dict[str, float] = Field(default_factory=dict)
     sources: tuple[str, ...] = ()
     reason: str = ""
-    # Who wrote the reason ("slm": the device model, "facts": code, from true facts)
-    # and whether every genre, year and title it names checked out.
-    reason_source: Literal["slm", "facts", ""] = ""
+    # Who wrote the reason ("slm": the device model, "cloud": the cloud LLM, for a device
+    # with no private history, "facts": code, from true facts) and whether every genre,
+    # year and title it names checked out.
+    reason_source: Literal["slm", "cloud", "facts", ""] = ""
     grounded: bool = True
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from typing import Annotated, NotRequired, TypedDict, TypeVar
 
+from cdarec.contract.judgement import CloudJudgement
 from cdarec.contract.placement import DeviceContext, Placement
 from cdarec.contract.plan import Plan
 from cdarec.contract.request import Constraints
@@ -73,6 +74,11 @@ class CloudView(TypedDict, total=False):
     constraints: Constraints | None
     intent: Intent | None
     candidates: Annotated[list[Candidate], latest_turn]
+    # Only for a device that holds no private history (no watched item, no feedback, no
+    # "more like" click this turn), with the judgement placed on the cloud: the catalogue
+    # ids of the fused top items, for the cloud LLM to judge. None on every other turn;
+    # the device decides it from its own memory (``device.nodes.cloud_shortlist``).
+    shortlist: list[str] | None
 
 
 class TurnInput(TypedDict):
@@ -106,6 +112,8 @@ class State(CloudView, total=False):
     # This turn's "more like N" item (``TurnInput.anchor``): read by device nodes only,
     # cleared by ``respond`` so it applies to the turn it came with.
     anchor: str | None
+    # The cloud LLM's judgement of ``shortlist`` (cloud output, read by ``respond``).
+    cloud_judgement: CloudJudgement | None
     # The constraints the device applied (relaxed in their stated order when too few
     # unseen items met the request): device output, since the relaxation reflects the
     # history; the cloud never reads it.

@@ -15,7 +15,14 @@ import numpy as np
 from langchain_core.runnables import RunnableConfig
 from langgraph.runtime import Runtime
 
-from cdarec.contract.placement import Placement, enforce, placement_for, proposed
+from cdarec.contract.judgement import (
+    JUDGE_PICKS,
+    Judgement,
+    judge_max_tokens,
+    judgement_schema,
+    salvage_judgement,
+)
+from cdarec.contract.placement import CLOUD_JUDGE, Placement, enforce, placement_for, proposed
 from cdarec.contract.plan import Weights, ablated, default_plan, plan_for, runs_collab
 from cdarec.contract.request import Constraints, clean_request, parse_request
 from cdarec.contract.schemas import COLLABORATIVE, Intent, Proposal, RankedItem, UserAbstract
@@ -25,15 +32,7 @@ from cdarec.contract.steps import Step
 from cdarec.device.abstract import release, summarize
 from cdarec.device.memory import DeviceRecord
 from cdarec.device.query_check import checked_queries
-from cdarec.device.ranking import (
-    REASON_MAX_CHARS,
-    Judgement,
-    PoolItem,
-    apply_judgement,
-    fuse,
-    judgement_schema,
-    salvage_judgement,
-)
+from cdarec.device.ranking import PoolItem, apply_judgement, fuse
 from cdarec.device.reasons import ItemFacts, ReasonFacts, check_reason, fact_reason
 from cdarec.device.recent import item_text
 from cdarec.device.resources import DeviceResources, device_resources
@@ -45,24 +44,6 @@ from cdarec.settings import Settings
 
 RECENT_FOR_JUDGE = 5
 RECENT_FOR_REASONS = 50  # a reason may point to any of the last 50 films watched
-# The SLM picks (and explains) its top one; the rest get template reasons. A pick costs
-# about 24 tokens ('{"n": 3, "reason": "..."}', reason <= 50 characters); under the JSON
-# grammar the 0.5B device model decodes ~14 tokens/s here, so the judgement took 3.5 s
-# with two picks and 1.9 s with one (48 vs 27 tokens, same 218-token prompt) - the
-# difference between a 4.8 s and a ~3 s turn (bench latency). On Protocol A the planner
-# gave the SLM's order no weight anyway (bench accuracy: cdarec == cdarec-no-slm).
-JUDGE_PICKS = 1
-# The token budget bounds what the grammar allows, not the typical reply: a reason of
-# REASON_MAX_CHARS characters may take a token per character (digits, punctuation) or
-# more (accented letters), and a reply cut at a typical-size budget (32 tokens) failed
-# to parse in 8% of Protocol B turns, each costing a repair call and then the fallback.
-# Unused budget costs nothing.
-JUDGE_BASE_TOKENS = 16  # '{"picks": [' ... ']}' and whitespace
-TOKENS_PER_PICK = 16 + 2 * REASON_MAX_CHARS  # '{"n": 3, "reason": "..."}'
-
-
-def judge_max_tokens(picks: int) -> int:
-    return JUDGE_BASE_TOKENS + TOKENS_PER_PICK * picks
 
 
 def _thread(config: RunnableConfig | None) -> str | None:
@@ -86,7 +67,7 @@ def summarize_on_device(
     if vector is not None:
         detail += "; user vector sent" + (f" (sigma {s.collab_noise:g})" if s.collab_noise else "")
     context, measured = res.context_monitor.snapshot(s)
-    placement = placement_for(s.placement, context)
+    placement = placement_for(s.placement, context, cold=holds_no_history(rec))
     detail += f"; context: {context.describe()} ({measured}); placement: {placement.describe()}"
     anchor = state.get("anchor")
     if anchor not in res.dataset.item_index:
@@ -104,6 +85,8 @@ def summarize_on_device(
         "abstract": abstract,
         "user_vector": vector,
         "intent": None,
+        "shortlist": None,
+        "cloud_judgement": None,
         "ranking": [],
         "bound": None,
         "notes": [],
@@ -133,6 +116,72 @@ def shared_with_cloud(
         return abstract, level, None
     raw = model.user_vector(sequence_input(res, rec))
     return abstract, level, shared_vector(raw, s.collab_noise, key or device_key(s.device_dir))
+
+
+def holds_no_history(rec: DeviceRecord) -> bool:
+    """A cold-start device: nothing watched, no feedback (likes, dislikes, avoided genres)."""
+    return not rec.history and not rec.feedback
+
+
+def cloud_shortlist(
+    res: DeviceResources, rec: DeviceRecord, state: State, pool: Sequence[PoolItem], m: int
+) -> tuple[list[str] | None, str]:
+    """The shortlist the device sends for the cloud's judgement, and what it says of it:
+    the catalogue ids of the fused top ``m`` - only when the plan places the judgement on
+    the cloud *and* this device holds no private history (checked here, from its own
+    memory, whatever the plan says), no "more like" click is bound this turn, the user's
+    privacy is standard, and the list is not an evaluation's scope. Otherwise None: the
+    device judges itself."""
+    if placed(state).judge != CLOUD_JUDGE:
+        return None, ""
+    if not holds_no_history(rec) or state.get("anchor") or res.settings.privacy == "strict":
+        return None, "; the judgement stays on the device (it reads this user's history)"
+    if state.get("scope") or not pool or m <= 0:
+        return None, "; nothing for the cloud to judge"
+    return [p.item_id for p in pool[:m]], "; the cloud LLM judges (a device with no history)"
+
+
+def with_cloud_judgement(
+    res: DeviceResources, state: State, ranking: list[RankedItem]
+) -> tuple[list[RankedItem], str]:
+    """The cloud's judgement of this turn's shortlist applied on the device, as the SLM's
+    is in ``rank_on_device``: its order one signal (the plan's judge weight), each
+    reason checked against the catalogue's facts and shown only if true."""
+    j = state.get("cloud_judgement")
+    if j is None or j.turn != state.get("turn") or not ranking:
+        return ranking, ""
+    weight = state["plan"].weights.judge
+    k = len(j.picks)
+    bonus = {
+        j.ids[pick.n - 1]: 1.0 - pos / max(k, 1) * 0.5
+        for pos, pick in enumerate(j.picks)
+        if pick.n <= len(j.ids)
+    }
+    reasons = {j.ids[pick.n - 1]: pick.reason for pick in j.picks if pick.n <= len(j.ids)}
+    bound = state.get("bound")
+    allowed = list(bound.like_labels) if bound else []
+    out, used, rejected = [], 0, 0
+    for r in ranking:
+        update: dict[str, Any] = {}
+        if r.item_id in bonus:
+            update["score"] = round(r.score + weight * bonus[r.item_id], 4)
+            update["parts"] = {**r.parts, "judge": round(bonus[r.item_id], 4)}
+        reason = reasons.get(r.item_id, "")
+        facts = ItemFacts(r.label, r.genres, r.year)
+        if reason and not check_reason(reason, facts, res.vocabulary, allowed):
+            if len(_words(reason) - _words(r.label)) >= 3:
+                update |= {"reason": reason, "reason_source": "cloud", "grounded": True}
+                used += 1
+        elif reason:
+            rejected += 1
+        out.append(r.model_copy(update=update))
+    if not (bound is not None and bound.relaxed):  # after a relaxation the closest lead
+        out.sort(key=lambda r: -r.score)
+        out = [r.model_copy(update={"rank": n}) for n, r in enumerate(out, 1)]
+    detail = f"; the cloud's judgement: {k} pick(s), {used} reason(s) shown"
+    if rejected:
+        detail += f", {rejected} failed the fact check (kept the device's)"
+    return out, detail
 
 
 def placed(state: State) -> Placement:
@@ -692,6 +741,12 @@ def rank_on_device(
     history_labels = [ds.items[int(i)].label() for i in history]
     m = min(res.settings.judge_top, len(pool))
     judge = placed(state).judge
+    shortlist, said = (
+        cloud_shortlist(res, rec, state, pool, min(m, show)) if plan.judge else (None, "")
+    )
+    detail += said
+    if judge == CLOUD_JUDGE and shortlist is None:
+        judge = "device-slm"  # the device judges: it holds a history (or nothing to judge)
     if plan.judge and judge == "device-facts":
         detail += "; no SLM judgement (placement: reasons from the items' facts)"
     if plan.judge and judge == "device-slm" and m > 0:
@@ -775,6 +830,7 @@ def rank_on_device(
         detail += f"; {replaced} SLM reason(s) failed the fact check and were rewritten"
     return {
         "ranking": ranking,
+        "shortlist": shortlist,
         "bound": constraints,
         "trace": step.done(
             model=res.device_llm.name if plan.judge and judge == "device-slm" else None,
@@ -811,7 +867,7 @@ def answer_notes(request: str, bound: Constraints | None) -> list[str]:
 def respond(state: State, runtime: Runtime[Settings], config: RunnableConfig) -> dict[str, Any]:
     res = device_resources(runtime.context)
     step = Step("respond", "device", state["turn"])
-    ranking = state.get("ranking") or []
+    ranking, judged = with_cloud_judgement(res, state, state.get("ranking") or [])
     thread = _thread(config)
     if thread and ranking and res.records is None:
         res.memory.record_shown(res.settings.user_id or "", thread, [r.item_id for r in ranking])
@@ -823,9 +879,11 @@ def respond(state: State, runtime: Runtime[Settings], config: RunnableConfig) ->
         else "I found nothing to recommend; try another request."
     )
     return {
+        "ranking": ranking,
         "reply": reply,
         "notes": notes,
         "scope": None,
         "anchor": None,
-        "trace": step.done(detail=f"{len(ranking)} items"),
+        "shortlist": None,
+        "trace": step.done(detail=f"{len(ranking)} items{judged}"),
     }

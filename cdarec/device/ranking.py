@@ -16,114 +16,13 @@ the third signal.
 
 from __future__ import annotations
 
-import json
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-from pydantic import BaseModel, Field, ValidationInfo, field_validator
 
+from cdarec.contract.judgement import Pick
 from cdarec.seqrec.structured import standardise
-
-# The judge's reason is capped by its JSON schema (``judgement_schema``): a few words
-# cost ~40 ms each on the 0.5B. The model often runs into the cap mid-phrase.
-REASON_MAX_CHARS = 50
-_DANGLING = frozenset(
-    (  # noqa: SIM905 - a word list reads better as one string
-        "a an the and or but so that which who whose with of to for from in on at by as is "
-        "are was be it its their your his her this these those very more most"
-    ).split()
-)
-
-
-def tidy_reason(text: str, limit: int = REASON_MAX_CHARS) -> str:
-    """One line. A reason cut at ``limit`` loses its possibly broken last word and any
-    words left dangling ("... film that fits" -> "... film"), and ends with an ellipsis."""
-    one = " ".join(text.split())
-    if len(text) < limit:
-        return one
-    words = one[:limit].split(" ")
-    if not text.endswith((" ", ".", ",", "!", ";")) and len(words) > 1:
-        words = words[:-1]  # the cut may have split this word
-    while len(words) > 1 and words[-1].lower().strip(",.;:!-") in _DANGLING:
-        words.pop()
-    return " ".join(words).rstrip(",.;:-! ") + "\u2026"
-
-
-class Pick(BaseModel):
-    n: int = Field(ge=1)
-    reason: str = Field(default="", max_length=300)
-
-    @field_validator("reason")
-    @classmethod
-    def _one_line(cls, v: str) -> str:
-        return tidy_reason(v)
-
-
-class Judgement(BaseModel):
-    """What the device SLM writes."""
-
-    picks: list[Pick] = Field(max_length=20)
-
-    @field_validator("picks")
-    @classmethod
-    def _in_range(cls, v: list[Pick], info: ValidationInfo) -> list[Pick]:
-        """Keep the first pick of each valid candidate number; an out-of-range number is
-        dropped (small models overshoot), but a reply with no usable pick is invalid."""
-        limit = (info.context or {}).get("n")
-        seen: set[int] = set()
-        out = []
-        for p in v:
-            if (limit is None or p.n <= limit) and p.n not in seen:
-                seen.add(p.n)
-                out.append(p)
-        if v and not out:
-            raise ValueError(f"no pick names a candidate number (1..{limit})")
-        return out
-
-
-_PICK = re.compile(r'\{\s*"n"\s*:\s*(\d+)\s*,\s*"reason"\s*:\s*"((?:[^"\\]|\\.)*)"\s*\}')
-
-
-def _unquote(s: str) -> str:
-    try:
-        return str(json.loads(f'"{s}"'))
-    except ValueError:
-        return s
-
-
-def salvage_judgement(raw: str, n: int) -> Judgement | None:
-    """The complete picks of a reply that was cut at its token budget, if any."""
-    picks = [{"n": int(m.group(1)), "reason": _unquote(m.group(2))} for m in _PICK.finditer(raw)]
-    try:
-        return Judgement.model_validate({"picks": picks}, context={"n": n}) if picks else None
-    except ValueError:
-        return None
-
-
-def judgement_schema(n: int, picks: int) -> dict[str, object]:
-    return {
-        "type": "object",
-        "properties": {
-            "picks": {
-                "type": "array",
-                "maxItems": picks,
-                # minItems > 1 was measured to backfire on the 0.5B model: forced to go on,
-                # it rambles into the token budget and the reply is cut (bench turns).
-                "minItems": 1,
-                "items": {
-                    "type": "object",
-                    "properties": {
-                        "n": {"type": "integer", "minimum": 1, "maximum": n},
-                        "reason": {"type": "string", "maxLength": REASON_MAX_CHARS},
-                    },
-                    "required": ["n", "reason"],
-                },
-            }
-        },
-        "required": ["picks"],
-    }
 
 
 @dataclass

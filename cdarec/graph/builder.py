@@ -7,7 +7,9 @@ both sides' nodes together).
                model_semantics (cloud) | model_semantics_on_device (device)  [placement]
                  -> retrieve_candidates (cloud) | retrieve_on_device (device) [placement]
                model_sequence_on_device (device)
-          -> rank_on_device (device; deferred until every branch is done) -> respond -> END
+          -> rank_on_device (device; deferred until every branch is done)
+          -> [judge_on_cloud (cloud): only with a shortlist, from a device with no history]
+          -> respond (device) -> END
 
 The plan decides which branches run and on which side each movable sub-task runs
 (conditional edges returning ``Send``s or a node name; ``contract.placement``); skipped
@@ -28,6 +30,7 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.types import Checkpointer, Send
 
 from cdarec.cloud.nodes import (
+    judge_on_cloud,
     model_semantics,
     plan_strategy,
     retrieve_candidates,
@@ -59,6 +62,7 @@ FUNCTIONS: dict[str, Callable[..., Any]] = {
     "retrieve_on_device": retrieve_on_device,
     "model_sequence_on_device": model_sequence_on_device,
     "rank_on_device": rank_on_device,
+    "judge_on_cloud": judge_on_cloud,
     "respond": respond,
 }
 CLOUD_NODES = tuple(n.task for n in LAYOUT if n.side == "cloud")
@@ -88,6 +92,13 @@ def route_plan(state: State) -> list[Send] | str:
 def route_retrieval(state: State) -> str:
     """Where the intent's queries are searched: the cloud's catalogue or the device's index."""
     return node_for("retrieval", placed(state).retrieval)
+
+
+def route_judgement(state: State) -> str:
+    """After the ranking: the cloud judges only a shortlist the device wrote this turn
+    (it writes one only when it holds no private history and the plan places the
+    judgement on the cloud); otherwise straight to the reply."""
+    return "judge_on_cloud" if state.get("shortlist") else "respond"
 
 
 def _cloud_view(state: State) -> dict[str, Any]:
@@ -127,7 +138,8 @@ def build_graph(checkpointer: Checkpointer = None, context_schema: type[Any] = S
         )
     for node in ("retrieve_candidates", "retrieve_on_device", "model_sequence_on_device"):
         g.add_edge(node, "rank_on_device")
-    g.add_edge("rank_on_device", "respond")
+    g.add_conditional_edges("rank_on_device", route_judgement, ["judge_on_cloud", "respond"])
+    g.add_edge("judge_on_cloud", "respond")
     g.add_edge("respond", END)
     return g.compile(checkpointer=checkpointer, name="cdarec")
 

@@ -23,7 +23,7 @@ from urllib.parse import urlsplit, urlunsplit
 from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 from langgraph.checkpoint.sqlite import SqliteSaver
 
-from cdarec.contract import placement, plan, request, schemas
+from cdarec.contract import judgement, placement, plan, request, schemas
 
 if TYPE_CHECKING:
     from langgraph.checkpoint.base import BaseCheckpointSaver
@@ -44,6 +44,8 @@ STATE_TYPES = [
     (placement.__name__, "Placement"),
     (placement.__name__, "DeviceContext"),
     (request.__name__, "Constraints"),
+    (judgement.__name__, "CloudJudgement"),
+    (judgement.__name__, "Pick"),
 ]
 
 # Checkpoints written before the state's types moved to ``cdarec.contract`` name them by

@@ -27,6 +27,7 @@ EXPECTED: dict[str, frozenset[str]] = {
     "model_semantics": frozenset({"abstract", "request"}),
     "model_semantics_device": frozenset({"request"}),
     "rank_on_device": frozenset({"recent", "request", "candidates"}),
+    "judge_on_cloud": frozenset({"abstract", "request", "candidates"}),
     # The cloud-only baseline (benchmarks only): raw history goes to the cloud by design.
     "cloud_only_profile": frozenset({"genres", "history"}),
     "cloud_only_rank": frozenset({"recent", "request", "candidates"}),

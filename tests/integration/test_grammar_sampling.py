@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from llama_cpp import Llama
 
-from cdarec.device.ranking import judgement_schema
+from cdarec.contract.judgement import judgement_schema
 from cdarec.llm.sampling import GrammarCheckedLlama, GrammarCheckedSampler
 from tests.conftest import REAL_HOME, need_asset
 
@@ -84,8 +84,7 @@ def test_judge_budget_holds_the_longest_reply_the_schema_allows(
 ) -> None:
     """A reply cut at the token budget cannot be parsed (8% of Protocol B turns were, at
     32 tokens): the budget must hold the schema's longest reply, one token a character."""
-    from cdarec.device.nodes import JUDGE_PICKS, judge_max_tokens
-    from cdarec.device.ranking import REASON_MAX_CHARS, Judgement
+    from cdarec.contract.judgement import JUDGE_PICKS, REASON_MAX_CHARS, Judgement, judge_max_tokens
 
     reason = ("9.-" * REASON_MAX_CHARS)[:REASON_MAX_CHARS]
     picks = [{"n": 20 - i, "reason": reason} for i in range(JUDGE_PICKS)]

@@ -50,6 +50,24 @@ def test_each_movable_task_runs_on_the_real_device_model(smol_settings: Settings
     assert out["ranking"] and all(r.reason for r in out["ranking"])
 
 
+def test_the_real_cloud_model_judges_a_device_with_no_history(smol_settings: Settings) -> None:
+    """The cloud judgement (``judge_on_cloud``) on the real cloud model behind its HTTP
+    server, for a cold-start device; a device with a history keeps its own judgement."""
+    get_resources(smol_settings).memory.seed("cold-judge", [], overwrite=True)
+    graph = build_graph(InMemorySaver(serde=serializer()))
+    s = smol_settings.model_copy(update={"placement": "cloud-judge", "user_id": "cold-judge"})
+    out = graph.invoke({"request": "a comedy"}, {"configurable": {"thread_id": "cj"}}, context=s)
+    steps = _steps(out)
+    assert steps["judge_on_cloud"].side == "cloud" and steps["judge_on_cloud"].tokens_in > 0
+    assert steps["judge_on_cloud"].status in ("ok", "repaired", "fallback")
+    assert out["ranking"] and all(r.reason and r.grounded for r in out["ranking"])
+    assert "the cloud's judgement" in steps["respond"].detail
+    s = smol_settings.model_copy(update={"placement": "cloud-judge"})  # user 196: a history
+    out = graph.invoke({"request": "a comedy"}, {"configurable": {"thread_id": "cj2"}}, context=s)
+    assert "judge_on_cloud" not in _steps(out)
+    assert _steps(out)["rank_on_device"].model, "the device model judged"
+
+
 def test_a_real_slow_link_then_a_dead_cloud_move_the_work_to_the_device(
     smol_settings: Settings,
 ) -> None:

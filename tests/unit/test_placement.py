@@ -108,9 +108,11 @@ def test_a_fixed_placement_is_what_it_says() -> None:
 
 @pytest.mark.parametrize(
     "raw",
-    [{"judge": "cloud-llm"}, {"judge": "cloud"}, {"sequence": "cloud"}, {"ranking": "cloud"}],
+    [{"judge": "cloud-gpt"}, {"judge": "cloud"}, {"sequence": "cloud"}, {"ranking": "cloud"}],
 )
 def test_a_history_reading_task_on_the_cloud_is_refused_and_repaired(raw) -> None:
+    # ("cloud-llm", the cloud judging a device with no history, is decided by the device
+    # from its own memory: tests/unit/test_cloud_judge.py.)
     p = Placement.model_validate(raw)
     assert p.judge == "device-slm"
     assert "repaired" in p.why and "stay on the device" in p.why
@@ -118,8 +120,8 @@ def test_a_history_reading_task_on_the_cloud_is_refused_and_repaired(raw) -> Non
 
 
 def test_a_plan_changed_without_validation_is_repaired_before_it_runs() -> None:
-    tampered = Placement().model_copy(update={"judge": "cloud-llm"})  # skips validation
-    assert tampered.judge == "cloud-llm"
+    tampered = Placement().model_copy(update={"judge": "cloud-gpt"})  # skips validation
+    assert tampered.judge == "cloud-gpt"
     fixed = enforce(tampered)
     assert fixed.judge == "device-slm" and "repaired" in fixed.why
     # and the route the device follows reads the repaired one

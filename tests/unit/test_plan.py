@@ -140,7 +140,7 @@ def test_request_kinds_and_plan_reuse_keys() -> None:
 
 
 def test_judgement_drops_out_of_range_picks_but_not_all() -> None:
-    from cdarec.device.ranking import Judgement
+    from cdarec.contract.judgement import Judgement
 
     j = Judgement.model_validate(
         {"picks": [{"n": 9, "reason": "x"}, {"n": 2, "reason": "y"}, {"n": 2, "reason": "z"}]},
@@ -154,7 +154,7 @@ def test_judgement_drops_out_of_range_picks_but_not_all() -> None:
 def test_a_judgement_cut_at_its_budget_keeps_its_complete_picks() -> None:
     from langchain_core.messages import HumanMessage
 
-    from cdarec.device.ranking import Judgement, salvage_judgement
+    from cdarec.contract.judgement import Judgement, salvage_judgement
     from cdarec.llm.structured import call_structured
     from tests.fakes import fake_llm
 

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from cdarec.device.ranking import REASON_MAX_CHARS, Pick, judgement_schema, tidy_reason
+from cdarec.contract.judgement import REASON_MAX_CHARS, Pick, judgement_schema, tidy_reason
 
 
 def test_short_reason_is_one_line_and_otherwise_untouched() -> None:
