@@ -635,6 +635,7 @@ def reason_facts(
                 popular_of=of or 0,
                 genre_count=count,
                 collaborative=COLLABORATIVE in p.sources,
+                history=len(history) > 0,
             )
         )
     return out

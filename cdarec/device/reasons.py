@@ -117,6 +117,7 @@ class ReasonFacts:
     popular_of: int = 0  # how many films that is
     genre_count: tuple[str, int] | None = None  # one of its genres, history films with it
     collaborative: bool = False  # people with this user's taste were the source
+    history: bool = True  # the user has a viewing history (False: a cold-start device)
 
 
 def _genres_text(genres: Sequence[str]) -> str:
@@ -138,12 +139,16 @@ def _supporting(kind: str, f: ReasonFacts, rank: int) -> str:
             return f"the most watched {among} film here"
         if r <= 10:
             return f"one of the ten most watched {among} films here"
+        if r <= f.popular_of // 2:
+            return f"number {r} by views of the {_count(f.popular_of)} {among} films here"
         return f"a less-known {among} film, watched less than most of them"
     if kind == "genre_count" and f.genre_count:
         g, n = f.genre_count
         return f"you have watched {_count(n)} {g} films"
     if kind == "collaborative":
         return "people with your taste chose it"
+    if not f.history:
+        return "chosen without a viewing history (there is none here yet)"
     return "high in what your viewing pattern predicts"
 
 
@@ -158,7 +163,8 @@ def _available(f: ReasonFacts) -> list[str]:
         r is not None
         and f.popular_among
         and f.popular_of >= 20
-        and (r <= 10 or r > f.popular_of // 2)
+        # the middle of the list says little, unless there is nothing else to say
+        and (r <= 10 or r > f.popular_of // 2 or (not f.history and r < 1000))
     ):
         kinds.append("popular")
     if f.genre_count and f.genre_count[1] >= 3:

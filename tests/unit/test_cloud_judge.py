@@ -118,7 +118,7 @@ def test_a_false_cloud_reason_is_not_shown(home: Path) -> None:
     assert "failed the fact check" in reply.detail
 
 
-def test_a_busy_cold_device_lets_a_reachable_cloud_judge() -> None:
+def test_a_busy_cold_device_lets_a_cloud_measured_fast_judge() -> None:
     busy = DeviceContext(load="busy", link="fast", cloud_speed="fast")
     assert choose_placement(busy, cold=True).judge == "cloud-llm"
     assert choose_placement(busy, cold=False).judge == "device-facts", "a history stays"
@@ -128,6 +128,8 @@ def test_a_busy_cold_device_lets_a_reachable_cloud_judge() -> None:
     assert choose_placement(gone, cold=True).judge == "device-facts"
     slow = busy.model_copy(update={"cloud_speed": "slow"})
     assert choose_placement(slow, cold=True).judge == "device-facts"
+    unmeasured = busy.model_copy(update={"cloud_speed": "unknown"})
+    assert choose_placement(unmeasured, cold=True).judge == "device-facts"
     assert choose_placement(DeviceContext(), cold=True).judge == "device-slm"
 
 

@@ -231,6 +231,18 @@ def test_a_list_of_reasons_uses_different_facts(vocab) -> None:
     assert "watched" not in fact_reason(item, None, facts=middling)
 
 
+def test_a_device_with_no_history_gets_no_reason_about_its_history(vocab) -> None:
+    """A cold-start device has no viewing pattern: its reasons say what holds instead."""
+    item = ItemFacts("Groundhog Day (1993)", ("Comedy", "Romance"), 1993)
+    middling = ReasonFacts(popular_rank=15, popular_among="Comedy", popular_of=40, history=False)
+    text = fact_reason(item, None, facts=middling)
+    assert "number 15 by views of the 40 Comedy films here" in text
+    assert check_reason(text, item, vocab, []) == []
+    nothing = fact_reason(item, None, facts=ReasonFacts(history=False))
+    assert "viewing pattern" not in nothing and "there is none here yet" in nothing
+    assert "viewing pattern" in fact_reason(item, None, facts=ReasonFacts())
+
+
 def test_lists_of_films_prefixes_ranges_and_contradictions(vocab) -> None:
     assert parse_request("films like Alien and Groundhog Day", vocab).like_items == ["a1", "g1"]
     assert parse_request("Groundhog Day", vocab).like_items == ["g1"], "a bare title"
