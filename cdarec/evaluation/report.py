@@ -46,6 +46,22 @@ def write_report(
         console.print(f"wrote {stem}{', '.join(kinds)} [dim](no matplotlib: no plot)[/dim]")
 
 
+# What an accuracy report records of its settings: the models and sizes, and the privacy
+# design and placement the numbers were measured under.
+ACCURACY_SETTINGS = (
+    "device_model",
+    "cloud_model",
+    "sequence_model",
+    "retrieval_k",
+    "judge_top",
+    "collab_side",
+    "collab_noise",
+    "abstract_k",
+    "placement",
+    "privacy",
+)
+
+
 def settings_summary(settings: Settings, names: tuple[str, ...]) -> dict[str, str]:
     """The settings a report records beside its numbers (models, sizes)."""
     return {k: str(v) for k, v in settings.model_dump().items() if k in names}

@@ -35,7 +35,7 @@ from cdarec.device.reasons import ItemFacts, check_reason
 from cdarec.evaluation import harness
 from cdarec.evaluation.harness import GRAPH, Protocol, ProtocolA, graph_turns
 from cdarec.evaluation.protocols.full import metrics, structured_row
-from cdarec.evaluation.report import bar_panels
+from cdarec.evaluation.report import ACCURACY_SETTINGS, bar_panels, settings_summary
 from cdarec.graph.runtime import Resources
 from cdarec.seqrec.structured import structured_blend
 from cdarec.settings import Settings
@@ -376,6 +376,7 @@ class RequestProtocol(Protocol):
             "protocol": self.name,
             "dataset": name,
             "seed": seed,
+            "settings": settings_summary(settings, ACCURACY_SETTINGS),
             "requests": {u: asdict(a) for u, a in self.asks.items()},
             "rows": [asdict(r) for r in rows],
         }

@@ -45,7 +45,13 @@ from rich.console import Console
 
 from cdarec.evaluation import harness
 from cdarec.evaluation.harness import GRAPH, Protocol, ProtocolA, graph_turns
-from cdarec.evaluation.report import MEASURED, PUBLISHED, bar_panels, settings_summary
+from cdarec.evaluation.report import (
+    ACCURACY_SETTINGS,
+    MEASURED,
+    PUBLISHED,
+    bar_panels,
+    settings_summary,
+)
 from cdarec.graph.runtime import Resources
 from cdarec.seqrec.metrics import demote_seen, label_ranks, ndcg_at
 from cdarec.seqrec.structured import blend_structured, catalogue_structured, structured_blend
@@ -343,10 +349,7 @@ class LLMRank(Protocol):
             "seed": seed,
             "users_all": len(proto.users),
             "users_sample": len(proto.sample),
-            "settings": settings_summary(
-                settings,
-                ("device_model", "cloud_model", "sequence_model", "retrieval_k", "judge_top"),
-            ),
+            "settings": settings_summary(settings, ACCURACY_SETTINGS),
             "anchors": [
                 {"method": n, "users": u, "ndcg": dict(zip(KS, v, strict=True))}
                 for n, u, v in ANCHOR_ROWS
