@@ -134,8 +134,17 @@ def cloud_shortlist(
     device judges itself."""
     if placed(state).judge != CLOUD_JUDGE:
         return None, ""
-    if not holds_no_history(rec) or state.get("anchor") or res.settings.privacy == "strict":
-        return None, "; the judgement stays on the device (it reads this user's history)"
+    why = (
+        "it reads this user's history"
+        if not holds_no_history(rec)
+        else "a 'more like' click is private feedback"
+        if state.get("anchor")
+        else "privacy strict"
+        if res.settings.privacy == "strict"
+        else ""
+    )
+    if why:
+        return None, f"; the judgement stays on the device ({why})"
     if state.get("scope") or not pool or m <= 0:
         return None, "; nothing for the cloud to judge"
     return [p.item_id for p in pool[:m]], "; the cloud LLM judges (a device with no history)"
