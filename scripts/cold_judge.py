@@ -18,6 +18,7 @@ import statistics
 import time
 import uuid
 
+from cdarec.graph.runtime import get_resources
 from cdarec.service.chat import ChatSession
 from cdarec.settings import Settings
 
@@ -45,7 +46,7 @@ def main() -> None:
     for pl in placements:
         user = f"cold-{pl}-{uuid.uuid4().hex[:6]}"
         s = Settings(dataset=args.dataset, user_id=user, placement=pl)  # type: ignore[arg-type]
-        ChatSession(s, None, warm_up="off").res.memory.seed(user, [])
+        get_resources(s).memory.seed(user, [])  # an empty (cold-start) device
         sessions[pl] = ChatSession(s, None, warm_up="prime")
     for session in sessions.values():
         session.warming.join()  # type: ignore[union-attr]
