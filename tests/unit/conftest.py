@@ -40,6 +40,7 @@ def fake_graph(home: Path, checkpointer):
         cloud_fail: bool = False,
         planner: str = "llm",  # most graph tests are about what the planner LLM writes
         queries: str = QUERIES,
+        cloud_judge: str = JUDGE,  # what the cloud LLM answers a judgement prompt
         **overrides: object,
     ):
         s = Settings(
@@ -51,7 +52,7 @@ def fake_graph(home: Path, checkpointer):
             planner=planner,  # type: ignore[arg-type]
             **overrides,  # type: ignore[arg-type]
         )
-        cloud = fake_llm(by_task(plan, queries, JUDGE), "cloud", fail=cloud_fail)
+        cloud = fake_llm(by_task(plan, queries, cloud_judge), "cloud", fail=cloud_fail)
         device = fake_llm(by_task(plan, queries, JUDGE), "device")
         res = use_resources(Resources(s, device_llm=device, cloud_llm=cloud))
         return s, res, build_graph(checkpointer)

@@ -7,41 +7,26 @@ the real graph and checkpointer)."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
-from langgraph.checkpoint.memory import InMemorySaver
 
 from cdarec.contract.placement import DeviceContext, Placement, choose_placement
 from cdarec.contract.plan import default_plan
 from cdarec.contract.request import Constraints
 from cdarec.contract.schemas import UserAbstract
-from cdarec.graph.builder import build_graph
-from cdarec.graph.runtime import Resources, use_resources
 from cdarec.settings import Settings
-from tests.conftest import REAL_HOME
-from tests.fakes import JUDGE, PLAN, QUERIES, by_task, fake_llm
 from tests.unit.test_more_like import CloudInputs
 
 CLOUD_REASON = "bright and breezy, a good first pick"
 
 
-def _graph(home: Path, user: str, cloud_judge: str, **overrides: object):
-    if not (REAL_HOME / "datasets" / "ml-100k").exists():
-        pytest.fail("ML-100K missing: run scripts/test.sh")
-    s = Settings(
-        home=home,
-        dataset="ml-100k",
-        user_id=user,
-        judge_top=4,
-        show_top=4,
-        placement="cloud-judge",
-        **overrides,  # type: ignore[arg-type]
+def _graph(fake_graph, user: str, cloud_judge: str, **overrides: object):
+    """The graph on scripted models (``fake_graph``, every checkpointer), the judgement
+    placed on the cloud; also the cloud's and the device's fake chats (their prompts)."""
+    s, res, g = fake_graph(
+        user=user, planner="auto", cloud_judge=cloud_judge, placement="cloud-judge", **overrides
     )
-    cloud = fake_llm(by_task(PLAN, QUERIES, cloud_judge), "cloud")
-    device = fake_llm(by_task(PLAN, QUERIES, JUDGE), "device")
-    res = use_resources(Resources(s, device_llm=device, cloud_llm=cloud))
-    return s, res, build_graph(InMemorySaver()), cloud.chat, device.chat
+    return s, res, g, res.cloud.cloud_llm.chat, res.device.device_llm.chat
 
 
 def _judge(n: int, reason: str) -> str:
@@ -58,8 +43,8 @@ def _run(g, s: Settings, request: str = "a comedy", thread: str = "t") -> tuple[
     return g.invoke({"request": request}, cfg, context=s), spy
 
 
-def test_a_device_with_no_history_lets_the_cloud_judge_its_shortlist(home: Path) -> None:
-    s, res, g, cloud, device = _graph(home, "newbie", _judge(2, CLOUD_REASON))
+def test_a_device_with_no_history_lets_the_cloud_judge_its_shortlist(fake_graph) -> None:
+    s, res, g, cloud, device = _graph(fake_graph, "newbie", _judge(2, CLOUD_REASON))
     res.memory.seed("newbie", [])
     out, spy = _run(g, s)
     nodes = [r.node for r in out["trace"]]
@@ -80,11 +65,11 @@ def test_a_device_with_no_history_lets_the_cloud_judge_its_shortlist(home: Path)
 
 @pytest.mark.parametrize("history", ["watched", "liked", "strict", "more-like"])
 def test_a_device_with_a_history_judges_itself_whatever_the_plan_says(
-    home: Path, history: str
+    fake_graph, history: str
 ) -> None:
     user = "196" if history == "watched" else "newbie"
     extra = {"privacy": "strict"} if history == "strict" else {}
-    s, res, g, cloud, device = _graph(home, user, _judge(1, CLOUD_REASON), **extra)
+    s, res, g, cloud, device = _graph(fake_graph, user, _judge(1, CLOUD_REASON), **extra)
     if user == "newbie":
         res.memory.seed("newbie", [])
     request: dict = {"request": "a comedy"}
@@ -106,9 +91,11 @@ def test_a_device_with_a_history_judges_itself_whatever_the_plan_says(
     assert "stays on the device" in rank.detail
 
 
-def test_a_false_cloud_reason_is_not_shown(home: Path) -> None:
+def test_a_false_cloud_reason_is_not_shown(fake_graph) -> None:
     # Every ML-100K comedy the request binds is not a Western: the claim is false.
-    s, res, g, _cloud, _device = _graph(home, "newbie", _judge(1, "a classic Western shootout"))
+    s, res, g, _cloud, _device = _graph(
+        fake_graph, "newbie", _judge(1, "a classic Western shootout")
+    )
     res.memory.seed("newbie", [])
     out, _ = _run(g, s)
     top = out["ranking"]
