@@ -27,6 +27,7 @@ from cdarec.contract.judgement import (
     Judgement,
     judge_max_tokens,
     judgement_schema,
+    numbered_candidates,
     salvage_judgement,
 )
 from cdarec.contract.placement import Placement, proposed
@@ -321,10 +322,7 @@ def judge_on_cloud(
             "trace": step.done(status="skipped", detail="no shortlist"),
         }
     items = [ds.items[ds.item_index[i]] for i in ids]
-    numbered = "\n".join(
-        f"{n}. {it.label()} ({', '.join(it.genres[:2]) or 'unknown genre'})"
-        for n, it in enumerate(items, 1)
-    )
+    numbered = numbered_candidates((it.label(), it.genres) for it in items)
     values = _cloud_values(res, state)
     messages = res.prompts["judge_on_cloud"].messages(**values, candidates=numbered)
     picks = min(len(ids), JUDGE_PICKS)

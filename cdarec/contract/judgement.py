@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterable, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
@@ -128,6 +129,15 @@ TOKENS_PER_PICK = 16 + 2 * REASON_MAX_CHARS  # '{"n": 3, "reason": "..."}'
 
 def judge_max_tokens(picks: int) -> int:
     return JUDGE_BASE_TOKENS + TOKENS_PER_PICK * picks
+
+
+def numbered_candidates(items: Iterable[tuple[str, Sequence[str]]]) -> str:
+    """The numbered list a judge reads (both judges' prompts): "n. Title (Year) (Genre,
+    Genre)" per (label, genres), numbered from 1 as the picks' ``n``."""
+    return "\n".join(
+        f"{n}. {label} ({', '.join(genres[:2]) or 'unknown genre'})"
+        for n, (label, genres) in enumerate(items, 1)
+    )
 
 
 class CloudJudgement(BaseModel):

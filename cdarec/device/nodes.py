@@ -20,6 +20,7 @@ from cdarec.contract.judgement import (
     Judgement,
     judge_max_tokens,
     judgement_schema,
+    numbered_candidates,
     salvage_judgement,
 )
 from cdarec.contract.placement import CLOUD_JUDGE, Placement, enforce, placement_for, proposed
@@ -766,10 +767,7 @@ def rank_on_device(
             ds.items[ds.item_index[i]].label() if i in ds.item_index else i
             for i in rec.history_ids()[-RECENT_FOR_JUDGE:]
         ]
-        numbered = "\n".join(
-            f"{n}. {p.label} ({', '.join(p.genres[:2]) or 'unknown genre'})"
-            for n, p in enumerate(judged, 1)
-        )
+        numbered = numbered_candidates((p.label, p.genres) for p in judged)
         messages = res.prompts["rank_on_device"].messages(
             recent="; ".join(recent) or "nothing yet",
             request=request or "(none)",

@@ -33,6 +33,7 @@ from pydantic import BaseModel, Field, ValidationInfo, field_validator
 
 from cdarec.cloud.nodes import PLAN_MAX_TOKENS, read_request
 from cdarec.cloud.tools import RetrievalInput, make_retrieval_tool
+from cdarec.contract.judgement import numbered_candidates
 from cdarec.contract.plan import STRATEGIES, PlanDraft
 from cdarec.contract.schemas import GenreName, Intent, RankedItem, StepRecord, intent_json_schema
 from cdarec.contract.semantics import INTENT_MAX_TOKENS
@@ -282,10 +283,7 @@ def rank_in_cloud(
     top = cands[:RANK_TOP]
     out = None
     if top:
-        numbered = "\n".join(
-            f"{n}. {h['label']} ({', '.join(h['genres'][:2]) or 'unknown genre'})"
-            for n, h in enumerate(top, 1)
-        )
+        numbered = numbered_candidates((h["label"], h["genres"]) for h in top)
         recent = "; ".join((state.get("history") or [])[-RECENT_FOR_RANK:]) or "nothing yet"
         out = call_structured(
             res.cloud.cloud_llm,
