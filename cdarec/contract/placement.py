@@ -61,7 +61,9 @@ class DeviceContext(BaseModel):
     cloud_speed: CloudSpeed = Field(
         default="unknown", description="the cloud model's recent speed (seconds per call)"
     )
-    load: Load = Field(default="idle", description="the device's CPU busy with other work")
+    load: Load = Field(
+        default="idle", description="the device busy: its CPU with other work, or other turns"
+    )
     low_power: bool = Field(default=False, description="on battery and low, or set by the user")
     privacy: Privacy = Field(default="standard", description="the user's privacy setting")
 

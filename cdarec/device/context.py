@@ -8,7 +8,9 @@
 - the device's load: the share of the machine's CPU that *other* programs kept busy
   since the last turn (this process and its children, the embedded cloud server among
   them, are subtracted, so cdarec's own model calls never make the device look busy),
-  ``busy`` above ``BUSY_SHARE``;
+  ``busy`` above ``BUSY_SHARE``, or with ``BUSY_TURNS`` or more *other* turns in flight
+  on this device (sessions of a `cdarec serve` or a LangGraph server at once: they queue
+  for its one model, so a turn that would wait for theirs answers without it instead);
 - low power: the setting, or on battery below ``LOW_BATTERY_PERCENT``;
 - the user's privacy setting.
 
@@ -33,8 +35,15 @@ SLOW_CLOUD_S = 6.0  # warm cloud calls took 2-4 s here (docs/results/speed.md)
 # Another program keeping a third of the machine busy: with cdarec's own model threads
 # competing, two busy processes on this 2-core machine measured 35-60%, an idle one 0-5%.
 BUSY_SHARE = 0.3
+# Two other turns in flight: a device-model judgement here waits for theirs (~1.5 s each on
+# this machine, docs/results/speed.md) before its own; `cdarec bench load` measured 20
+# sessions at once at 41 s p50 with every turn calling the model (docs/results/load.md).
+BUSY_TURNS = 2
+# A turn that never reached its end (an error ended it) stops counting after this long.
+TURN_TTL_S = 180.0
 LOW_BATTERY_PERCENT = 20
-MIN_INTERVAL_S = 0.2  # the first sample waits this long for a measurable interval
+MIN_INTERVAL_S = 0.2  # the first sample waits this long for a measurable interval; a
+# later one sooner than this returns the last (turns at once would queue on the wait)
 
 
 def _tree_cpu(proc: psutil.Process) -> float:
@@ -71,12 +80,34 @@ class ContextMonitor:
         self._busy = _machine_busy()
         self._own = _tree_cpu(self._proc)
         self.last_share = 0.0
+        self._sampled = False
+        self._turns: dict[str, float] = {}  # turns in flight: key -> when it started
+
+    def turn_started(self, key: str | None) -> int:
+        """A turn begins on this device (``key``: its thread and turn; None: not counted,
+        e.g. a run with no thread). Returns how many *other* turns are in flight."""
+        now = time.monotonic()
+        with self._lock:
+            for k, t in list(self._turns.items()):
+                if now - t > TURN_TTL_S:
+                    del self._turns[k]
+            others = sum(k != key for k in self._turns)
+            if key is not None:
+                self._turns[key] = now
+            return others
+
+    def turn_ended(self, key: str | None) -> None:
+        with self._lock:
+            self._turns.pop(key or "", None)
 
     def other_load(self) -> float:
         """The share of all cores other programs kept busy since the last call."""
         with self._lock:
             if time.monotonic() - self._at < MIN_INTERVAL_S:
-                time.sleep(MIN_INTERVAL_S)
+                if self._sampled:  # sessions at once: the last interval's share is recent
+                    return self.last_share
+                time.sleep(MIN_INTERVAL_S)  # the first sample only
+            self._sampled = True
             now, busy, own = time.monotonic(), _machine_busy(), _tree_cpu(self._proc)
             wall = max(now - self._at, 1e-6) * self._ncpu
             share = max(0.0, (busy - self._busy) - max(0.0, own - self._own)) / wall
@@ -94,9 +125,10 @@ class ContextMonitor:
             return False
         return bool(battery and not battery.power_plugged and battery.percent < LOW_BATTERY_PERCENT)
 
-    def snapshot(self, settings: Settings) -> tuple[DeviceContext, str]:
-        """The context now for a run with ``settings``, and the measurements behind it (for
-        the trace)."""
+    def snapshot(self, settings: Settings, others: int = 0) -> tuple[DeviceContext, str]:
+        """The context now for a run with ``settings`` (``others``: the other turns in flight
+        on this device, from ``turn_started``), and the measurements behind it (for the
+        trace)."""
         keys = [settings.cloud_model]
         if settings.chroma_url:  # the cloud's catalogue is a server of its own
             keys.append(catalogue_key(settings.chroma_url))
@@ -116,11 +148,12 @@ class ContextMonitor:
         ctx = DeviceContext(
             link=link,  # type: ignore[arg-type]
             cloud_speed=speed,  # type: ignore[arg-type]
-            load="busy" if share > BUSY_SHARE else "idle",
+            load="busy" if share > BUSY_SHARE or others >= BUSY_TURNS else "idle",
             low_power=self.low_power(settings),
             privacy=settings.privacy,
         )
         rtt = "no probe answer" if cloud.rtt_ms is None else f"rtt {cloud.rtt_ms:.0f} ms"
         call = "" if cloud.call_s is None else f", cloud calls {cloud.call_s:.1f} s"
-        measured = f"{rtt}{call}, other load {share:.0%}"
+        queue = f", {others} other turn{'s' * (others != 1)} in flight" if others else ""
+        measured = f"{rtt}{call}, other load {share:.0%}{queue}"
         return ctx, measured

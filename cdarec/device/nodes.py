@@ -51,6 +51,12 @@ def _thread(config: RunnableConfig | None) -> str | None:
     return ((config or {}).get("configurable") or {}).get("thread_id")
 
 
+def _turn_key(config: RunnableConfig | None, turn: int) -> str | None:
+    """This turn among the device's turns in flight (``ContextMonitor.turn_started``)."""
+    thread = _thread(config)
+    return f"{thread}#{turn}" if thread else None
+
+
 def summarize_on_device(
     state: State, runtime: Runtime[Settings], config: RunnableConfig
 ) -> dict[str, Any]:
@@ -67,7 +73,8 @@ def summarize_on_device(
         detail += f" (generalised to level {level}: {shared})"
     if vector is not None:
         detail += "; user vector sent" + (f" (sigma {s.collab_noise:g})" if s.collab_noise else "")
-    context, measured = res.context_monitor.snapshot(s)
+    others = res.context_monitor.turn_started(_turn_key(config, turn))
+    context, measured = res.context_monitor.snapshot(s, others)
     placement = placement_for(s.placement, context, cold=holds_no_history(rec))
     detail += f"; context: {context.describe()} ({measured}); placement: {placement.describe()}"
     anchor = state.get("anchor")
@@ -660,7 +667,7 @@ def _semantic_on_device(res: DeviceResources, pool: list[PoolItem], texts: list[
         return
     emb = res.device_embedder
     q = emb.embed_array(texts)
-    docs = emb.embed_array([item_text(p.label, p.genres) for p in missing])
+    docs = emb.embed_cached([item_text(p.label, p.genres) for p in missing])
     sims = (docs @ q.T).max(axis=1)
     for p, s in zip(missing, sims, strict=True):
         p.semantic = float(s)
@@ -875,6 +882,7 @@ def answer_notes(request: str, bound: Constraints | None) -> list[str]:
 def respond(state: State, runtime: Runtime[Settings], config: RunnableConfig) -> dict[str, Any]:
     res = device_resources(runtime.context)
     step = Step("respond", "device", state["turn"])
+    res.context_monitor.turn_ended(_turn_key(config, state["turn"]))
     ranking, judged = with_cloud_judgement(res, state, state.get("ranking") or [])
     thread = _thread(config)
     if thread and ranking and res.records is None:

@@ -11,6 +11,7 @@ normalisation as sentence-transformers does.
 from __future__ import annotations
 
 import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from langchain_core.embeddings import Embeddings
 from cdarec.assets import ensure_asset
 
 MAX_TOKENS = 128
+CACHE_TEXTS = 20_000  # ~30 MB of vectors
 
 
 class MiniLMEmbeddings(Embeddings):
@@ -45,6 +47,11 @@ class MiniLMEmbeddings(Embeddings):
         self._tokenizer = tok
         self._lock = threading.Lock()
         self.batch_size = batch_size
+        # Vectors of texts embedded before (``embed_cached``), newest last. Hand-rolled:
+        # LangChain's CacheBackedEmbeddings lives in the full `langchain` package, which
+        # cdarec does not otherwise need, and it stores lists through a byte store.
+        self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._cache_lock = threading.Lock()
 
     @classmethod
     def from_home(
@@ -76,6 +83,27 @@ class MiniLMEmbeddings(Embeddings):
         for start in range(0, len(order), self.batch_size):
             idx = order[start : start + self.batch_size]
             out[idx] = self._embed_batch([texts[i] for i in idx])
+        return out
+
+    def embed_cached(self, texts: Sequence[str]) -> np.ndarray:
+        """``embed_array`` for texts that recur (catalogue items' texts, turn after turn):
+        only those not seen lately are embedded, in one batch; at most ``CACHE_TEXTS``
+        vectors kept."""
+        with self._cache_lock:
+            have = {t: self._cache[t] for t in texts if t in self._cache}
+            for t in have:
+                self._cache.move_to_end(t)
+        missing = [t for t in dict.fromkeys(texts) if t not in have]
+        if missing:
+            have.update(zip(missing, self.embed_array(missing), strict=True))
+            with self._cache_lock:
+                for t in missing:
+                    self._cache[t] = have[t]
+                while len(self._cache) > CACHE_TEXTS:
+                    self._cache.popitem(last=False)
+        out = np.empty((len(texts), 384), dtype=np.float32)
+        for i, t in enumerate(texts):
+            out[i] = have[t]
         return out
 
     def embed_documents(self, texts: list[str]) -> list[list[float]]:

@@ -120,5 +120,8 @@ def test_load_bench_on_real_models(
     assert payload["load"]["errors"] == 0 and payload["single"]["errors"] == 0
     assert payload["summary"]["memory_peak_mb"] > 0 and len(payload["memory"]) > 2
     assert payload["summary"]["verdict"] in ("met", "NOT met")
+    rows = payload["single"]["rows"] + payload["load"]["rows"]
+    assert {r["judge"] for r in rows} <= {"device-slm", "device-facts", "cloud-llm"}
+    assert 0 <= payload["load"]["judged_by_model"] <= 6
     assert Access(bench_settings.home).users() == []  # the bench's tokens are gone
     assert (tmp_path / "load.png").stat().st_size > 1000

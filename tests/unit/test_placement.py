@@ -266,6 +266,35 @@ def test_other_programs_load_makes_the_device_busy() -> None:
     assert ctx.low_power and "other load" in measured
 
 
+def test_other_turns_in_flight_make_the_device_busy() -> None:
+    monitor = ContextMonitor()
+    s = Settings(home=Path("/nonexistent"), cloud_model="fake:none", low_power=False)
+    assert monitor.turn_started("a#1") == 0
+    assert monitor.turn_started("b#1") == 1
+    ctx, _ = monitor.snapshot(s, others=1)
+    assert ctx.load == "idle"  # one other turn: this one still waits for at most one
+    assert monitor.turn_started("c#1") == 2
+    ctx, measured = monitor.snapshot(s, others=2)
+    assert ctx.load == "busy" and "2 other turns in flight" in measured
+    assert choose_placement(ctx).judge == "device-facts"
+    assert monitor.turn_started("c#1") == 2  # the same turn again is not another one
+    monitor.turn_ended("a#1")
+    monitor.turn_ended("b#1")
+    assert monitor.turn_started(None) == 1  # a run with no thread is not counted
+    monitor.turn_ended("c#1")
+    assert monitor.turn_started("d#1") == 0
+
+
+def test_a_turn_that_never_ended_stops_counting(monkeypatch) -> None:
+    from cdarec.device import context
+
+    monitor = ContextMonitor()
+    monitor.turn_started("failed#1")  # an error ended it before respond
+    now = time.monotonic()
+    monkeypatch.setattr(context.time, "monotonic", lambda: now + context.TURN_TTL_S + 1)
+    assert monitor.turn_started("next#1") == 0
+
+
 # -- the graph on each side (fake models) -----------------------------------------------
 
 
@@ -311,6 +340,26 @@ def test_lean_device_placement_makes_no_device_model_call(graph) -> None:
     out = g.invoke({"request": "something light"}, {"configurable": {"thread_id": "t"}}, context=s)
     assert res.device.device_llm.chat.prompts == []
     assert all(r.reason_source == "facts" for r in out["ranking"])
+
+
+def test_turns_at_once_answer_from_facts_beyond_the_queue(graph) -> None:
+    """Sessions at once (threads, as `cdarec serve` runs them): a turn that starts while two
+    others are in flight ranks without the device model, says why in its trace, and the
+    device stops counting each turn when it answers."""
+    s, res, g = graph("adaptive")
+    monitor = res.device.context_monitor
+    for k in ("other-a#1", "other-b#1"):  # two turns of other sessions, mid-flight
+        monitor.turn_started(k)
+    out = g.invoke({"request": "something light"}, {"configurable": {"thread_id": "t"}}, context=s)
+    assert out["plan"].placement.judge == "device-facts", out["plan"].placement
+    assert "2 other turns in flight" in out["trace"][0].detail
+    assert all(r.reason_source == "facts" for r in out["ranking"])
+    assert res.device.device_llm.chat.prompts == []
+    for k in ("other-a#1", "other-b#1"):
+        monitor.turn_ended(k)
+    assert monitor.turn_started(None) == 0  # this turn ended too
+    out = g.invoke({"request": "something light"}, {"configurable": {"thread_id": "t"}}, context=s)
+    assert "in flight" not in out["trace"][0].detail  # alone again
 
 
 def test_a_device_query_naming_a_watched_film_never_reaches_the_cloud(graph) -> None:
