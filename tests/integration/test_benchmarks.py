@@ -115,8 +115,9 @@ def test_load_bench_on_real_models(
     from cdarec.service.access import Access
 
     monkeypatch.setattr(runtime, "train_config", lambda ds: TINY)
+    monkeypatch.setattr(load, "BASELINE_TURNS", 3)
     payload = load.run(bench_settings, 3, 2, Console(), tmp_path)
-    assert payload["single"]["turns"] == 2 and payload["load"]["turns"] == 6
+    assert payload["single"]["turns"] == 3 and payload["load"]["turns"] == 6
     assert payload["load"]["errors"] == 0 and payload["single"]["errors"] == 0
     assert payload["summary"]["memory_peak_mb"] > 0 and len(payload["memory"]) > 2
     assert payload["summary"]["verdict"] in ("met", "NOT met")
