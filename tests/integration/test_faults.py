@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -318,3 +319,59 @@ def test_the_web_server_killed_mid_turn_keeps_completed_turns_and_feedback(
         assert info["turns"] >= 1 and info["last_request"] in ("a funny film", "a tense thriller")
     rec = get_resources(s).memory.load("196")
     assert ("like", liked) in [(f.kind, f.item_id) for f in rec.feedback if f.thread == thread]
+
+
+def test_a_damaged_embedder_file_is_fetched_again(tmp_path: Path) -> None:
+    """Cut short (a killed download), then replaced by bytes of the same size (the size
+    check alone would pass): each time the pinned sha256 catches it and the file is
+    fetched again through the hashed requirements, and the embedder works."""
+    from cdarec.assets import ensure_asset
+    from cdarec.llm.embeddings import MiniLMEmbeddings
+    from tests.conftest import REAL_HOME
+
+    shutil.copytree(REAL_HOME / "embedders", tmp_path / "embedders")  # a copy: damaged here
+    model = ensure_asset(tmp_path, "embedders", "minilm-l6-int8")[0]
+    size = model.stat().st_size
+    model.write_bytes(model.read_bytes()[:1000])
+    said: list[str] = []
+    ensure_asset(tmp_path, "embedders", "minilm-l6-int8", log=said.append)
+    assert model.stat().st_size == size and any("does not match" in m for m in said)
+    tokenizer = model.with_name("tokenizer.json")
+    tokenizer.write_bytes(b"x" * tokenizer.stat().st_size)
+    emb = MiniLMEmbeddings.from_home(tmp_path)
+    assert json.loads(tokenizer.read_text())  # the real tokenizer again
+    assert emb.embed_array(["a comedy"]).shape == (1, 384)
+
+
+def test_a_damaged_model_that_cannot_be_fetched_is_a_clear_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The device model cut short and no registry reachable (pip pointed at a closed
+    port, its cache and config off): `cdarec chat` ends with one error naming the file,
+    what is wrong and the command that fixes it - no traceback; the damaged file is left
+    for the next pull to replace."""
+    from tests.conftest import REAL_HOME, SMOL, need_asset
+
+    real = REAL_HOME / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    need_asset(real)
+    (tmp_path / "models").mkdir()
+    for sub in ("datasets", "embedders"):
+        (tmp_path / sub).symlink_to(REAL_HOME / sub, target_is_directory=True)
+    with real.open("rb") as f:
+        (tmp_path / "models" / real.name).write_bytes(f.read(1_000_000))
+    for k, v in {
+        "PIP_CONFIG_FILE": os.devnull,
+        "PIP_INDEX_URL": f"http://127.0.0.1:{free_port()}/simple",
+        "PIP_NO_CACHE_DIR": "1",
+        "PIP_RETRIES": "0",
+        "PIP_TIMEOUT": "2",
+    }.items():
+        monkeypatch.setenv(k, v)
+    base = ["--home", str(tmp_path), "--dataset", "ml-100k", "--user", "196"]
+    models = ["--device-model", f"llamacpp:{SMOL}", "--cloud-model", f"embedded:{SMOL}"]
+    code = main(["chat", *base, *models, "--message", "a comedy", "--once"])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "does not match its pinned sha256" in err and "cdarec models pull" in err
+    assert "Traceback" not in err
+    assert (tmp_path / "models" / real.name).stat().st_size == 1_000_000
