@@ -159,8 +159,9 @@ class Settings(BaseSettings):
     llm_timeout_s: float = Field(
         default=30.0,
         gt=0,
-        description="Timeout of one LLM call; a failing cloud endpoint costs a turn at most "
-        "this once (later cloud calls of the turn fall back at once).",
+        description="Timeout of one try of an LLM call; a failing cloud endpoint costs a "
+        "turn at most two tries of one call (the client's one retry: 2 x this when it hangs), "
+        "then later cloud calls of the turn fall back at once.",
     )
     seed: int = Field(default=0, description="Seed for sampling and local models.")
 
