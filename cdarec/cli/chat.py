@@ -126,6 +126,13 @@ def cmd_chat(args: argparse.Namespace) -> int:
     return 0
 
 
+def _workers(text: str) -> int:
+    n = int(text)
+    if not 1 <= n <= 32:
+        raise argparse.ArgumentTypeError(f"--workers takes 1 to 32, not {n}")
+    return n
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from cdarec.web.server import is_loopback, serve
 
@@ -142,7 +149,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
             f"[yellow]warning:[/yellow] listening on {escape(args.host)}, beyond loopback: the "
             "sign-in link and passwords travel unencrypted (put a TLS proxy in front)"
         )
-    serve(s, args.host, args.port, user=args.user, announce=lambda m: print(m, flush=True))
+    serve(
+        s,
+        args.host,
+        args.port,
+        user=args.user,
+        announce=lambda m: print(m, flush=True),
+        workers=args.workers,
+    )
     return 0
 
 
@@ -265,6 +279,15 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         "--allow-remote",
         action="store_true",
         help="allow a --host beyond loopback (prints a warning)",
+    )
+    sv.add_argument(
+        "--workers",
+        type=_workers,
+        default=1,
+        help="processes behind the one port (default 1). They share credentials, browser "
+        "sign-ins, device memory and threads; with CDAREC_DATABASE_URL (PostgreSQL) the "
+        "threads live in one server. Each loads its own models: for an embedded cloud "
+        "model that is one cloud server per worker",
     )
     sv.set_defaults(func=cmd_serve)
 

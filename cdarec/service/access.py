@@ -162,6 +162,84 @@ class Access:
         return found
 
 
+class BrowserSession(BaseModel):
+    user: str
+    csrf: str
+    at: float  # when it was opened (seconds since the epoch)
+
+
+class BrowserSessionStore(BaseModel):
+    sessions: dict[str, BrowserSession] = {}  # digest of the cookie's value -> session
+
+
+MAX_BROWSER_SESSIONS = 256
+
+
+class BrowserSessions:
+    """Signed-in browser sessions of one home, in a file (0600) beside the credentials, so
+    that every worker of one `cdarec serve --workers N` knows them (a cookie set by one
+    worker is honoured by the others). Only digests of the cookie values are kept; the
+    CSRF token is the session's own. `cdarec serve` clears them at start: a restart signs
+    everyone out. At most ``MAX_BROWSER_SESSIONS``, oldest dropped."""
+
+    def __init__(self, access: Access) -> None:
+        self.access = access
+        self.path = access.folder / "browser-sessions.json"
+        self._cache: tuple[tuple[int, int], BrowserSessionStore] | None = None
+
+    def _load(self) -> BrowserSessionStore:
+        try:
+            st = self.path.stat()
+            stamp = (st.st_mtime_ns, st.st_size)
+            if self._cache is not None and self._cache[0] == stamp:
+                return self._cache[1]
+            store = BrowserSessionStore.model_validate_json(self.path.read_bytes())
+        except FileNotFoundError:
+            return BrowserSessionStore()
+        except (ValueError, ValidationError):
+            return BrowserSessionStore()  # unreadable: everyone signs in again, nothing else lost
+        self._cache = (stamp, store)
+        return store
+
+    def _save(self, store: BrowserSessionStore) -> None:
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(store.model_dump_json().encode("utf-8"))
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, self.path)
+
+    def open(self, user: str) -> tuple[str, str]:
+        """A new session for ``user``: (the cookie's value, its CSRF token)."""
+        sid, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
+        with self.access._lock():
+            store = self._load().model_copy(deep=True)
+            session = BrowserSession(user=user, csrf=csrf, at=time.time())
+            store.sessions[_token_digest(sid)] = session
+            while len(store.sessions) > MAX_BROWSER_SESSIONS:
+                oldest = min(store.sessions, key=lambda k: store.sessions[k].at)
+                del store.sessions[oldest]
+            self._save(store)
+        return sid, csrf
+
+    def get(self, sid: str) -> BrowserSession | None:
+        if not sid:
+            return None
+        return self._load().sessions.get(_token_digest(sid))
+
+    def close(self, sid: str) -> None:
+        with self.access._lock():
+            store = self._load().model_copy(deep=True)
+            if store.sessions.pop(_token_digest(sid), None) is not None:
+                self._save(store)
+
+    def clear(self) -> None:
+        with self.access._lock():
+            self.path.unlink(missing_ok=True)
+            self._cache = None
+
+
 def one_off_token() -> str:
     """The sign-in secret ``cdarec serve`` prints at start (kept in memory only)."""
     return secrets.token_urlsafe(32)

@@ -82,6 +82,19 @@ class ChatSession:
             "callbacks": run_callbacks(),  # LangSmith, device runs masked (if tracing is on)
         }
 
+    def claim(self) -> None:
+        """Write this new thread's owner to the checkpointer now, before its first turn (an
+        empty input checkpoint whose metadata names the user): another process on the same
+        database - a second worker of `cdarec serve --workers N` - then knows whose it is.
+        A thread that already has a checkpoint is left as it is."""
+        from langgraph.checkpoint.base import empty_checkpoint
+
+        saver = self.graph.checkpointer
+        config = {"configurable": {"thread_id": self.thread, "checkpoint_ns": ""}}
+        if saver.get_tuple(config) is None:
+            meta = {"source": "input", "step": -1, "parents": {}, "user_id": self.user}
+            saver.put(config, empty_checkpoint(), meta, {})
+
     def ready(self) -> bool:
         """Whether the background loading is done (the next turn is then a warm one)."""
         return self.warming is None or not self.warming.is_alive()

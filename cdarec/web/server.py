@@ -37,7 +37,6 @@ from __future__ import annotations
 import ipaddress
 import json
 import logging
-import secrets
 import threading
 import time
 from collections import OrderedDict
@@ -55,7 +54,13 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 from cdarec.contract.request import MAX_REQUEST_CHARS
 from cdarec.graph.checkpoint import CheckpointError, has_sessions, open_checkpointer
 from cdarec.graph.runtime import UserNotFoundError, get_resources
-from cdarec.service.access import Access, AccessError, one_off_token, same_secret
+from cdarec.service.access import (
+    Access,
+    AccessError,
+    BrowserSessions,
+    one_off_token,
+    same_secret,
+)
 from cdarec.service.chat import ChatError, ChatSession, turn_result
 from cdarec.service.sessions import list_sessions, thread_owner
 from cdarec.settings import Settings
@@ -94,13 +99,13 @@ class Identity:
 
 @dataclass
 class WebAccess:
-    """Who may sign in, and the signed-in browser sessions (in memory: a restart signs
-    everyone out, which for a device-local server is the safe default)."""
+    """Who may sign in, and the signed-in browser sessions (``BrowserSessions``: a file of
+    the home, shared by the workers of one server; `cdarec serve` clears it at start, so
+    a restart signs everyone out, the safe default for a device-local server)."""
 
     access: Access
     signin_user: str
     signin_token: str = field(default_factory=one_off_token)
-    sessions: OrderedDict[str, Identity] = field(default_factory=OrderedDict)
     lock: threading.Lock = field(default_factory=threading.Lock)
     failures: dict[str, list[float]] = field(default_factory=dict)  # user -> failed tries
 
@@ -121,21 +126,19 @@ class WebAccess:
             while len(self.failures) > MAX_SIGNINS:  # bounded, whoever is tried
                 self.failures.pop(next(iter(self.failures)))
 
+    def __post_init__(self) -> None:
+        self.sessions = BrowserSessions(self.access)
+
     def open(self, user: str) -> tuple[str, Identity]:
-        sid, ident = secrets.token_urlsafe(32), Identity(user, csrf=secrets.token_urlsafe(32))
-        with self.lock:
-            self.sessions[sid] = ident
-            while len(self.sessions) > MAX_SIGNINS:
-                self.sessions.popitem(last=False)
-        return sid, ident
+        sid, csrf = self.sessions.open(user)
+        return sid, Identity(user, csrf=csrf)
 
     def of_cookie(self, sid: str) -> Identity | None:
-        with self.lock:
-            return self.sessions.get(sid)
+        found = self.sessions.get(sid)
+        return None if found is None else Identity(found.user, csrf=found.csrf)
 
     def close(self, sid: str) -> None:
-        with self.lock:
-            self.sessions.pop(sid, None)
+        self.sessions.close(sid)
 
 
 def _sse(event: str, data: Any) -> str:
@@ -323,7 +326,9 @@ def create_app(
 
     @app.post("/api/sessions")
     def new_session(ident: Me) -> dict[str, str]:
-        return {"thread": chat_for(ident.user, None).thread}
+        chat = chat_for(ident.user, None)
+        chat.claim()  # its owner on record: any worker of this server may take its turns
+        return {"thread": chat.thread}
 
     @app.post("/api/sessions/{thread}/turn")
     def turn(thread: str, body: TurnRequest, ident: Me) -> StreamingResponse:
@@ -384,15 +389,68 @@ def create_app(
     return app
 
 
+# How the workers of `cdarec serve --workers N` learn what the parent chose (uvicorn
+# spawns them and imports the app by name: its factory has no arguments).
+WORKER_ENV = "CDAREC_SERVE_WORKER"
+
+
+def worker_app() -> FastAPI:
+    """The app of one worker of `cdarec serve --workers N` (uvicorn's factory, in a spawned
+    process): the parent's settings, bound address, sign-in user and one-off link."""
+    import os
+
+    conf = json.loads(os.environ[WORKER_ENV])
+    return create_app(
+        Settings(**conf["settings"]),
+        host=conf["host"],
+        signin_user=conf["user"],
+        signin_token=conf["token"],
+    )
+
+
 def serve(
-    settings: Settings, host: str, port: int, *, user: str | None = None, announce: Any = print
+    settings: Settings,
+    host: str,
+    port: int,
+    *,
+    user: str | None = None,
+    announce: Any = print,
+    workers: int = 1,
 ) -> None:
+    """Serve the chat. ``workers`` > 1: that many processes behind the one port (uvicorn's
+    workers; a worker that dies is started again). They share what lives in files and in
+    the session database: credentials, browser sessions, device memory, threads - with
+    PostgreSQL (``database_url``) or SQLite. Each worker loads its own device model and,
+    for an ``embedded:`` cloud model, its own cloud server: point many workers at one
+    OpenAI-compatible endpoint instead."""
+    import os
+
     import uvicorn
 
     app = create_app(settings, host=host, signin_user=user)  # fails early on a bad data set
+    BrowserSessions(app.state.web.access).clear()  # a restart signs everyone out
     shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
     announce(
         f"cdarec chat for user {app.state.signin_user}: open "
         f"http://{shown}:{port}/signin?token={app.state.signin_token}  (Ctrl-C stops it)"
     )
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+    if workers <= 1:
+        uvicorn.run(app, host=host, port=port, log_level="warning")
+        return
+    os.environ[WORKER_ENV] = json.dumps(
+        {
+            "settings": settings.model_dump(mode="json"),
+            "host": host,
+            "user": app.state.signin_user,
+            "token": app.state.signin_token,
+        }
+    )
+    del app
+    uvicorn.run(
+        "cdarec.web.server:worker_app",
+        factory=True,
+        workers=workers,
+        host=host,
+        port=port,
+        log_level="warning",
+    )

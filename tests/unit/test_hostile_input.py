@@ -14,6 +14,11 @@ from typing import Any
 
 import pytest
 import schemathesis
+
+# Imported at collection, not lazily inside the test: pytest rewrites schemathesis' modules
+# (a registered plugin), and rewriting one after a Hypothesis run once hit CPython 3.11's
+# "AST constructor recursion depth mismatch" SystemError in a full unit run.
+import schemathesis.specs.openapi.schemas
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
