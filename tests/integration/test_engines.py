@@ -96,3 +96,126 @@ def test_two_serve_workers_share_threads_through_postgres(
         b.post(f"/api/sessions/{thread}/turn", json={"message": "x"}, headers=h1).status_code == 404
     )
     assert all(x["thread"] != thread for x in b.get("/api/sessions", headers=h1).json())
+
+
+def test_three_serve_workers_hold_thirty_sessions_and_lose_no_turn_to_a_kill(
+    smol_settings: Settings, postgres_url: str, chroma_server: Any, tmp_path: Path
+) -> None:
+    """`cdarec serve --workers 3` (real processes behind one port) on PostgreSQL and a
+    Chroma server: a browser sign-in made on one worker holds on every connection;
+    30 signed-in sessions at once, 0 errors; a worker SIGKILLed while turns stream loses
+    no completed turn (every thread lists at least the turns that answered), and the
+    server answers every session again after it (uvicorn starts a new worker)."""
+    import asyncio
+    import re
+    import signal
+    import time
+
+    import httpx
+    import psutil
+
+    from cdarec.graph.runtime import get_resources
+    from cdarec.llm.server import free_port
+    from tests.fixtures.serve import serving
+
+    s = smol_settings
+    users = get_resources(s).dataset.users[:30]
+    access = Access(s.home)
+    tokens = [access.new_token(u, name="three workers") for u in users]
+    port = free_port()
+    env = {
+        **os.environ,
+        "CDAREC_DATABASE_URL": postgres_url,
+        "CDAREC_CHROMA_URL": chroma_server.url,
+        "CDAREC_JUDGE_TOP": "4",
+        "CDAREC_SHOW_TOP": "4",
+        "CDAREC_PLACEMENT": "adaptive",  # the product's own: turns beyond the queue from facts
+    }
+    cmd = [
+        sys.executable, "-m", "cdarec.cli", "serve", "--workers", "3", "--port", str(port),
+        "--home", str(s.home), "--dataset", s.dataset, "--device-model", s.device_model,
+        "--cloud-model", s.cloud_model, "--user", users[0],
+    ]  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    log = tmp_path / "serve.log"
+
+    async def turn(client: httpx.AsyncClient, token: str, thread: str, message: str) -> bool:
+        h = {"authorization": f"Bearer {token}"}
+        try:
+            async with client.stream(
+                "POST", f"/api/sessions/{thread}/turn", json={"message": message}, headers=h
+            ) as resp:
+                return resp.status_code == 200 and any(
+                    [line.startswith("event: result") async for line in resp.aiter_lines()]
+                )
+        except httpx.HTTPError:
+            return False
+
+    async def all_sessions(message: str, kill_after_s: float | None = None) -> list[bool]:
+        # one connection per session: the kernel spreads them over the workers
+        clients = [httpx.AsyncClient(base_url=base, timeout=600) for _ in tokens]
+        try:
+            jobs = [
+                asyncio.create_task(turn(c, t, th, message))
+                for c, t, th in zip(clients, tokens, threads, strict=True)
+            ]
+            if kill_after_s is not None:
+                await asyncio.sleep(kill_after_s)
+                os.kill(workers()[0], signal.SIGKILL)
+            return list(await asyncio.gather(*jobs))
+        finally:
+            for c in clients:
+                await c.aclose()
+
+    def workers() -> list[int]:
+        """uvicorn's live worker processes (spawned; not multiprocessing's resource tracker,
+        not a killed one that is not reaped yet)."""
+        out = []
+        for p in psutil.Process(proc.pid).children():
+            try:
+                line = " ".join(p.cmdline())
+                if "spawn_main" in line and p.status() != psutil.STATUS_ZOMBIE:
+                    out.append(p.pid)
+            except psutil.Error:
+                continue
+        return sorted(out)
+
+    try:
+        with serving(cmd, f"{base}/healthz", log, env=env, timeout_s=300) as proc:
+            deadline = time.monotonic() + 120
+            while len(workers()) < 3 and time.monotonic() < deadline:
+                time.sleep(0.5)
+            assert len(workers()) >= 3, log.read_text()[-2000:]
+            # a browser sign-in on one connection, honoured on fresh ones (any worker)
+            link = re.search(r"/signin\?token=(\S+)", log.read_text())
+            assert link, log.read_text()[-2000:]
+            first = httpx.Client(base_url=base)
+            first.get(link.group(0), follow_redirects=False)
+            cookie = first.cookies.get("cdarec_session")
+            assert cookie
+            for _ in range(9):
+                with httpx.Client(base_url=base, cookies={"cdarec_session": cookie}) as fresh:
+                    assert fresh.get("/api/me").json()["user"] == users[0]
+            threads = []
+            for t in tokens:  # each on a fresh connection: made on any worker
+                r = httpx.post(f"{base}/api/sessions", headers={"authorization": f"Bearer {t}"})
+                assert r.status_code == 200, r.text
+                threads.append(r.json()["thread"])
+            ok = asyncio.run(all_sessions("a comedy"))
+            assert all(ok), f"{ok.count(False)} of 30 turns failed:\n{log.read_text()[-2000:]}"
+            before = workers()
+            killed = asyncio.run(all_sessions("something older", kill_after_s=1.0))
+            assert before[0] not in workers()  # killed
+            deadline = time.monotonic() + 60
+            while len(workers()) < 3 and time.monotonic() < deadline:  # uvicorn starts one
+                time.sleep(0.5)
+            again = asyncio.run(all_sessions("a calm film"))
+            assert all(again), f"after the kill {again.count(False)} of 30 turns failed"
+            for t, th, answered in zip(tokens, threads, killed, strict=True):
+                h = {"authorization": f"Bearer {t}"}
+                [info] = [x for x in httpx.get(f"{base}/api/sessions", headers=h).json()]
+                assert info["thread"] == th
+                assert info["turns"] >= 2 + answered, (info, answered)
+    finally:
+        for u in users:
+            access.revoke_tokens(u, "three workers")
