@@ -37,7 +37,7 @@ SLOW_CLOUD_S = 6.0  # warm cloud calls took 2-4 s here (docs/results/speed.md)
 BUSY_SHARE = 0.3
 # Two other turns in flight: a device-model judgement here waits for theirs (~1.5 s each on
 # this machine, docs/results/speed.md) before its own; `cdarec bench load` measured 20
-# sessions at once at 41 s p50 with every turn calling the model (docs/results/load.md).
+# sessions at once at 41 s p50 with every turn calling the model (docs/results/speed.md).
 BUSY_TURNS = 2
 # A turn that never reached its end (an error ended it) stops counting after this long.
 TURN_TTL_S = 180.0

@@ -185,12 +185,12 @@ class BrowserSessions:
     def __init__(self, access: Access) -> None:
         self.access = access
         self.path = access.folder / "browser-sessions.json"
-        self._cache: tuple[tuple[int, int], BrowserSessionStore] | None = None
+        self._cache: tuple[tuple[int, int, int], BrowserSessionStore] | None = None
 
     def _load(self) -> BrowserSessionStore:
         try:
             st = self.path.stat()
-            stamp = (st.st_mtime_ns, st.st_size)
+            stamp = (st.st_ino, st.st_mtime_ns, st.st_size)  # each save is a new file
             if self._cache is not None and self._cache[0] == stamp:
                 return self._cache[1]
             store = BrowserSessionStore.model_validate_json(self.path.read_bytes())
@@ -241,7 +241,8 @@ class BrowserSessions:
 
 
 def one_off_token() -> str:
-    """The sign-in secret ``cdarec serve`` prints at start (kept in memory only)."""
+    """The sign-in secret ``cdarec serve`` prints at start (kept in memory; with
+    ``--workers`` also in the workers' environment, readable only by their user)."""
     return secrets.token_urlsafe(32)
 
 

@@ -250,3 +250,27 @@ def test_an_unreachable_session_database_is_a_clear_503(home: Path) -> None:
     r = c.get("/api/sessions", headers={"authorization": f"Bearer {token}"})
     assert r.status_code == 503 and "CDAREC_DATABASE_URL" in r.json()["detail"]
     assert ":pw@" not in r.text
+
+
+def test_a_second_worker_honours_the_sign_in_and_the_new_session(app: Any, home: Path) -> None:
+    """Two apps on one home (two workers of `cdarec serve --workers N`): the browser
+    sign-in and the CSRF token made on one are honoured by the other, a session created on
+    one takes its first turn on the other, sign-out on either ends it on both, and the
+    server's start (``BrowserSessions.clear``) signs everyone out."""
+    from cdarec.service.access import BrowserSessions
+
+    c, h = signed_in(app)
+    other = TestClient(create_app(app.state.settings, signin_token=TOKEN), base_url=BASE)
+    other.cookies.update(c.cookies)
+    assert other.get("/api/me").json()["user"] == "196"
+    thread = c.post("/api/sessions", headers=h).json()["thread"]
+    out = turn(other, h, thread, "something light")  # its owner was on record already
+    assert out[-1][0] == "result"
+    store = (home / "auth" / "browser-sessions.json").read_text()
+    assert c.cookies.get("cdarec_session") not in store  # only digests are kept
+    assert oct((home / "auth" / "browser-sessions.json").stat().st_mode & 0o777) == "0o600"
+    assert other.post("/api/signout", headers=h).status_code in (200, 303)
+    assert c.get("/api/me").status_code == 401
+    c2, _ = signed_in(app)
+    BrowserSessions(Access(home)).clear()
+    assert c2.get("/api/me").status_code == 401
