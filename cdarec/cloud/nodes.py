@@ -154,6 +154,7 @@ def _plan_strategy(
             why=note,
             source="repaired" if out.status == "repaired" else "planner",
             placement=placement,
+            request=request,
         )
         res.plan_cache[key] = plan  # only plans the planner wrote are reused
         detail = f"{kind} request: {chosen} ({note})"

@@ -192,6 +192,9 @@ STRATEGIES: dict[Strategy, StrategySpec] = {
         (0.4, 0.5, 0.0, 0.1), 60, "the user asks for something new or different"
     ),
 }
+# cold-start on a turn with no request: popularity leads, set by hand (no protocol turn
+# reaches a user with no history); the semantic part only breaks ties.
+COLD_NO_REQUEST = (0.9, 0.1, 0.0, 0.0)
 _EXPLORE = re.compile(
     r"\b(surprise|different|new to me|something new|explore|outside|change of pace|unusual)\b",
     re.IGNORECASE,
@@ -264,16 +267,28 @@ def plan_for(
     why: str = "",
     source: PlanSource = "planner",
     placement: Placement | None = None,
+    request: str | None = None,
 ) -> Plan:
     """The validated plan of a strategy for this user, its sub-tasks placed by
-    ``placement`` (default: the default sides)."""
+    ``placement`` (default: the default sides). ``request``: this turn's words, where the
+    weights depend on whether there are any (cold-start with none leads with popularity);
+    None: not known, the strategy's own weights."""
     spec = STRATEGIES[strategy]
     w_seq, w_sem, w_sim, w_judge = spec.weights
+    cold_quiet = strategy == "cold-start" and request is not None and not request.strip()
+    if cold_quiet:
+        # Nothing to search for and no history: the most watched films lead (the device's
+        # structured signal of an empty sequence is the catalogue's popularity).
+        w_seq, w_sem, w_sim, w_judge = COLD_NO_REQUEST
     # A guardrail, not a preference: a user with history always gets the model of that
-    # history (the strategy decides how much it weighs); a cold user only after feedback.
+    # history (the strategy decides how much it weighs); a cold user only after feedback,
+    # except under cold-start, whose structured signal is popularity (nothing watched) or
+    # the device's few events, and which never sends a user vector (no collaborative
+    # retrieval without a history to speak of).
     sequence = uses_sequence(abstract)
-    if not sequence:
+    if not sequence and strategy != "cold-start":
         w_seq = 0.0
+    runs_sequence = sequence or strategy == "cold-start"
     k = (
         max(retrieval_k, spec.k)
         if strategy in ("explore", "similar-to", "cold-start")
@@ -282,7 +297,7 @@ def plan_for(
     return Plan(
         strategy=strategy,
         semantic=True,
-        sequence=sequence,
+        sequence=runs_sequence,
         judge=True,  # the device SLM always explains; w_judge sets how much its order counts
         # A user with history also gets collaborative candidates, half as many as
         # semantic ones: the sequence model's taste within the request's filters.
@@ -355,5 +370,11 @@ def default_plan(
     request (cold start, history-led, request-led, ...)."""
     strategy, why = choose_strategy(abstract, constraints or Constraints(), request)
     return plan_for(
-        strategy, abstract, retrieval_k, why=f"rule: {why}", source="default", placement=placement
+        strategy,
+        abstract,
+        retrieval_k,
+        why=f"rule: {why}",
+        source="default",
+        placement=placement,
+        request=request,
     )

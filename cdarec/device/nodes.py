@@ -8,7 +8,7 @@ abstract for the cloud, and proposals / ranking / reply for the user on the devi
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
 import numpy as np
@@ -340,9 +340,11 @@ def structured_scores(
     pool's ``sequence`` scores both come from it."""
     seq_in = sequence_input(res, rec)
     model = res.sequence_model
+    if not len(seq_in):  # nothing watched: the catalogue's popularity (its back-off)
+        model = res.transition_model
     scores = model.scores(seq_in)
     second = None
-    name = model.name
+    name = model.name if len(seq_in) else "popularity (no history)"
     if model is not res.transition_model and len(seq_in):
         second, name = res.transition_model.scores(seq_in), f"{model.name}+transition"
     eligible = np.ones(res.dataset.n_items, dtype=bool)
@@ -673,6 +675,15 @@ def _semantic_on_device(res: DeviceResources, pool: list[PoolItem], texts: list[
         p.semantic = float(s)
 
 
+def _shown_sources(sources: Collection[str], cold_sequence: bool) -> tuple[str, ...]:
+    """What put an item on the list, as the person is told: with no sequence to read (no
+    history, no "more like" click) the structured model's top items are the most watched
+    ones, so they are named as popular, not as this person's viewing pattern."""
+    if cold_sequence:
+        sources = {"popularity" if s == "sequence" else s for s in sources}
+    return tuple(sorted(sources))
+
+
 def rank_on_device(
     state: State, runtime: Runtime[Settings], config: RunnableConfig
 ) -> dict[str, Any]:
@@ -697,6 +708,7 @@ def rank_on_device(
     # came from (pool items are never excluded ones). Recomputed here rather than
     # carried in the state: a catalogue-sized array per turn, a few ms to compute.
     scores, _ = structured_scores(res, rec, excluded)
+    cold_sequence = len(sequence_input(res, rec)) == 0  # its "sequence" is popularity then
     if like is not None:
         eligible[anchors] = False  # the named film itself is known to the user
         extra = top_k(np.where(eligible, like, -np.inf), 30, np.flatnonzero(~eligible)).tolist()
@@ -835,7 +847,7 @@ def rank_on_device(
                 year=p.year,
                 score=round(p.fused, 4),
                 parts=p.parts,
-                sources=tuple(sorted(p.sources)),
+                sources=_shown_sources(p.sources, cold_sequence),
                 reason=reason,
                 reason_source=source,
                 grounded=grounded,

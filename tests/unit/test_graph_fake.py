@@ -58,12 +58,28 @@ def test_full_turn_runs_every_planned_node_once(setup) -> None:
 
 
 def test_plan_without_sequence_skips_the_device_branch(setup) -> None:
-    s, res, g = setup(plan=COLD_START, user="newbie")
-    res.memory.seed("newbie", [])  # cold start: the planner may leave the sequence out
+    s, res, g = setup(plan=json.dumps({"strategy": "balanced"}), user="newbie")
+    res.memory.seed("newbie", [])  # cold: a strategy other than cold-start leaves it out
     out = g.invoke({"request": "comedy"}, {"configurable": {"thread_id": "t"}}, context=s)
     assert "model_sequence_on_device" not in nodes(out)
-    assert out["plan"].source == "planner"
+    assert out["plan"].source == "planner" and out["plan"].strategy == "balanced"
     assert all("Comedy" in r.genres for r in out["ranking"]), "the request's genre binds"
+
+
+def test_a_cold_start_turn_with_no_request_shows_popular_films(setup) -> None:
+    """Nothing watched, no words: the device's structured signal is the catalogue's
+    popularity, it leads, and the items are shown as popular, not as a viewing pattern."""
+    s, res, g = setup(plan=COLD_START, user="newbie")
+    res.memory.seed("newbie", [])
+    out = g.invoke({"request": ""}, {"configurable": {"thread_id": "t"}}, context=s)
+    assert "model_sequence_on_device" in nodes(out)
+    step = next(r for r in out["trace"] if r.node == "model_sequence_on_device")
+    assert step.model == "popularity (no history)"
+    pop = res.dataset.popularity
+    shown = [int(pop[res.dataset.item_index[r.item_id]]) for r in out["ranking"]]
+    assert min(shown) >= sorted(pop)[-60], shown  # among the most watched films
+    assert all("sequence" not in r.sources for r in out["ranking"])
+    assert any("popularity" in r.sources for r in out["ranking"])
 
 
 def test_a_strategy_the_request_cannot_have_falls_back_to_the_rule(setup) -> None:

@@ -266,8 +266,9 @@ def test_other_programs_load_makes_the_device_busy() -> None:
     assert ctx.low_power and "other load" in measured
 
 
-def test_other_turns_in_flight_make_the_device_busy() -> None:
+def test_other_turns_in_flight_make_the_device_busy(monkeypatch) -> None:
     monitor = ContextMonitor()
+    monkeypatch.setattr(monitor, "other_load", lambda: 0.0)  # no other program: the queue alone
     s = Settings(home=Path("/nonexistent"), cloud_model="fake:none", low_power=False)
     assert monitor.turn_started("a#1") == 0
     assert monitor.turn_started("b#1") == 1

@@ -50,9 +50,22 @@ def test_strategies_that_do_not_fit_are_rejected(draft: dict, context: dict, mes
         PlanDraft.model_validate(draft, context=context)
 
 
-def test_cold_users_skip_the_sequence_model_until_they_give_feedback() -> None:
-    assert not plan_for("cold-start", abstract("cold"), 30).sequence
-    assert plan_for("cold-start", abstract("cold", "positive"), 30).sequence
+def test_cold_users_get_no_collaborative_retrieval_until_they_give_feedback() -> None:
+    """Under cold-start the device's structured signal (popularity with nothing watched)
+    still runs, but no user vector is used; other strategies skip it for a cold user."""
+    cold = plan_for("cold-start", abstract("cold"), 30)
+    assert cold.sequence and cold.retrieval.collab_k == 0
+    assert not plan_for("balanced", abstract("cold"), 30).sequence
+    warm = plan_for("cold-start", abstract("cold", "positive"), 30)
+    assert warm.sequence and warm.retrieval.collab_k > 0
+
+
+def test_a_cold_user_with_no_request_is_shown_what_most_people_watch() -> None:
+    quiet = plan_for("cold-start", abstract("cold"), 30, request="")
+    asked = plan_for("cold-start", abstract("cold"), 30, request="a comedy")
+    assert quiet.weights.sequence > quiet.weights.semantic  # popularity leads
+    assert asked.weights.semantic > asked.weights.sequence  # the request leads
+    assert plan_for("cold-start", abstract("cold"), 30).weights == asked.weights
 
 
 @pytest.mark.parametrize(
@@ -77,10 +90,11 @@ def test_weights_must_not_all_be_zero() -> None:
 def test_default_plans_follow_the_rule() -> None:
     cold = default_plan(abstract("cold"), "", 30)
     heavy = default_plan(abstract("heavy"), "", 30)
-    assert cold.source == "default" and not cold.sequence and cold.semantic
+    assert cold.source == "default" and cold.semantic and not cold.retrieval.collab_k
     assert cold.strategy == "cold-start" and heavy.strategy == "history-led"
     assert heavy.sequence and heavy.weights.sequence > heavy.weights.semantic
-    assert cold.weights.semantic > cold.weights.sequence
+    cold_asked = default_plan(abstract("cold"), "a comedy", 30, Constraints(genres=["Comedy"]))
+    assert cold_asked.weights.semantic > cold_asked.weights.sequence
     # a request that names genres pulls weight to semantic relevance
     asked = default_plan(abstract("heavy"), "a comedy", 30, Constraints(genres=["Comedy"]))
     assert asked.strategy == "request-led"
@@ -118,7 +132,7 @@ def test_plan_lists_steps_with_sides_and_parallel_groups() -> None:
     assert steps["model_semantics"].side == "cloud"
     assert steps["model_sequence_on_device"].side == "device"
     assert steps["model_semantics"].group == steps["model_sequence_on_device"].group
-    cold_steps = {s.task for s in default_plan(abstract("cold"), "", 30).steps()}
+    cold_steps = {s.task for s in plan_for("balanced", abstract("cold"), 30).steps()}
     assert "model_sequence_on_device" not in cold_steps
 
 
