@@ -60,6 +60,18 @@ def _token_digest(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
 
+def write_private(path: Path, data: bytes) -> None:
+    """Replace ``path`` with ``data``, owner-only (0600): a whole temp file, fsynced, then
+    renamed over it, so a reader sees the old file or the new one, never a part."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
 class Access:
     """The credentials of one cdarec home."""
 
@@ -86,13 +98,7 @@ class Access:
             ) from err
 
     def _save(self, store: CredentialStore) -> None:
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(store.model_dump_json(indent=1).encode("utf-8"))
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, self.path)
+        write_private(self.path, store.model_dump_json(indent=1).encode("utf-8"))
 
     def users(self) -> list[str]:
         return sorted(self._load().users)
@@ -202,13 +208,7 @@ class BrowserSessions:
         return store
 
     def _save(self, store: BrowserSessionStore) -> None:
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(store.model_dump_json().encode("utf-8"))
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, self.path)
+        write_private(self.path, store.model_dump_json().encode("utf-8"))
 
     def open(self, user: str) -> tuple[str, str]:
         """A new session for ``user``: (the cookie's value, its CSRF token)."""
