@@ -3,25 +3,74 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
 
 from cdarec.settings import Settings
 
+LOG_EVERY_S = 30.0  # a plain progress line at most this often, where nothing is drawn live
+
+
+class LoggedProgress(Progress):
+    """Rich draws a progress bar live only on a terminal; into a log file (CI, ``nohup``,
+    ``| tee``) it writes nothing until the end, so a 30-minute benchmark looks hung. This
+    one draws nothing live and prints a plain line per task instead: at most every
+    ``LOG_EVERY_S`` seconds, and when the task completes."""
+
+    def __init__(self, *columns: Any, console: Console) -> None:
+        super().__init__(*columns, console=console, disable=True)
+        self._logged: dict[TaskID, float] = {}
+
+    def update(self, task_id: TaskID, **kwargs: Any) -> None:
+        super().update(task_id, **kwargs)
+        self._log(task_id)
+
+    def advance(self, task_id: TaskID, advance: float = 1) -> None:
+        super().advance(task_id, advance)
+        self._log(task_id)
+
+    def _log(self, task_id: TaskID) -> None:
+        task = self._tasks[task_id]
+        now = time.monotonic()
+        done = task.total is not None and task.completed >= task.total
+        if not done and now - self._logged.get(task_id, task.start_time or now) < LOG_EVERY_S:
+            return
+        if done and self._logged.get(task_id) == -1.0:
+            return  # its last line is out
+        self._logged[task_id] = -1.0 if done else now
+        total = f"/{task.total:,.0f}" if task.total is not None else ""
+        pct = f" ({task.percentage:.0f}%)" if task.total else ""
+        elapsed = task.elapsed or 0.0
+        self.console.print(
+            f"{task.description}: {task.completed:,.0f}{total}{pct}, {elapsed:.0f} s",
+            highlight=False,
+        )
+
 
 def progress(console: Console) -> Progress:
-    """The progress bar of every benchmark's LLM turns (one task per method)."""
-    return Progress(
+    """The progress bar of every benchmark's long work (one task per method or phase): a
+    live bar on a terminal, plain lines in a log (``LoggedProgress``)."""
+    columns = (
         TextColumn("{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
-        console=console,
     )
+    if not console.is_terminal:
+        return LoggedProgress(*columns, console=console)
+    return Progress(*columns, console=console)
 
 
 def write_report(

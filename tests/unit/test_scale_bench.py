@@ -42,3 +42,26 @@ def test_the_report_says_which_targets_are_met(tmp_path: Path) -> None:
     assert "1M-item targets were not measured" in text
     payload = json.loads((tmp_path / "scale.json").read_text())
     assert len(payload["rows"]) == 3 and (tmp_path / "scale.png").exists()
+
+
+def test_progress_into_a_log_prints_plain_lines(monkeypatch) -> None:
+    """Into a file (CI, nohup) a benchmark's progress is a line now and then and one at
+    the end, not nothing until it finishes (rich's live bar needs a terminal)."""
+    import io
+
+    from cdarec.evaluation import report
+
+    monkeypatch.setattr(report, "LOG_EVERY_S", 0.0)
+    buf = io.StringIO()
+    console = Console(file=buf, force_terminal=False, width=100)
+    with report.progress(console) as bar:
+        build = bar.add_task("embedded 1,000: building", total=4)
+        for _ in range(4):
+            bar.update(build, advance=1)
+        bar.update(build, advance=0)  # already complete: no second last line
+    lines = buf.getvalue().splitlines()
+    assert lines[0].startswith("embedded 1,000: building: 1/4 (25%)")
+    assert lines[-1].startswith("embedded 1,000: building: 4/4 (100%)")
+    assert len(lines) == 4
+    terminal = Console(file=io.StringIO(), force_terminal=True)
+    assert not isinstance(report.progress(terminal), report.LoggedProgress)
