@@ -121,7 +121,11 @@ def _plan_strategy(
         rule, why = choose_strategy(abstract, constraints, request)
         note = f"as the planner chose for {kind} requests; the rule: {rule} ({why})"
         plan = cached.model_copy(
-            update={"source": "cached", "placement": placement, "note": note[:200]}
+            update={
+                "source": "cached",
+                "placement": placement.for_weight(cached.weights.judge),
+                "note": note[:200],
+            }
         )
         return {
             "plan": plan,

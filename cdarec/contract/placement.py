@@ -84,6 +84,11 @@ class Placement(BaseModel):
     semantics: Side = "cloud"
     retrieval: Side = "cloud"
     judge: Judge = "device-slm"
+    judge_if_weighted: bool = Field(
+        default=False,
+        description="a model judges only where the plan gives its order weight; a plan "
+        "whose ranking does not use it gets reasons from the items' facts (no model call)",
+    )
     why: str = Field(default="", max_length=300)
 
     @model_validator(mode="before")
@@ -108,6 +113,19 @@ class Placement(BaseModel):
             note = f"repaired: {', '.join(moved)} read(s) the history and stay on the device"
             data["why"] = f"{data.get('why') or ''}; {note}".strip("; ")[:300]
         return data
+
+    def for_weight(self, judge_weight: float) -> Placement:
+        """This placement for a plan whose judgement order weighs ``judge_weight``: with
+        ``judge_if_weighted`` and a weight of 0 the model's pick would move nothing (the
+        history-led, request-led and similar-to strategies: measured on Protocols A, B and
+        R, cdarec and cdarec-no-slm rank every user alike), so the judgement is the
+        device's facts and the turn saves the model call (~2.6 s on two cores)."""
+        if not self.judge_if_weighted or judge_weight > 0 or self.judge == "device-facts":
+            return self
+        note = "the plan gives a model's order no weight: reasons from the items' facts"
+        return self.model_copy(
+            update={"judge": "device-facts", "why": f"{self.why}; {note}".strip("; ")[:300]}
+        )
 
     def sides(self) -> dict[str, str]:
         return {k: getattr(self, k) for k in MOVABLE}
@@ -167,7 +185,10 @@ def choose_placement(context: DeviceContext, cold: bool = False) -> Placement:
             reasons.append(f"{why}: reasons from the items' facts, no device model call")
     if not reasons:
         reasons.append("normal conditions: the default sides")
-    return p.model_copy(update={"why": "; ".join(reasons)})
+    # Wherever it is placed, a model judges only when the plan weighs its order
+    # (``Placement.for_weight``, applied by the plan); its reasons alone are not worth a
+    # model call when the items' facts give true ones at once.
+    return p.model_copy(update={"why": "; ".join(reasons), "judge_if_weighted": True})
 
 
 def enforce(placement: Placement) -> Placement:

@@ -305,7 +305,7 @@ def plan_for(
         weights=Weights(sequence=w_seq, semantic=w_sem, similar=w_sim, judge=w_judge),
         note=why[:200],
         source=source,
-        placement=placement or Placement(),
+        placement=(placement or Placement()).for_weight(w_judge),
     )
 
 

@@ -778,7 +778,8 @@ def rank_on_device(
     if judge == CLOUD_JUDGE and shortlist is None:
         judge = "device-slm"  # the device judges: it holds a history (or nothing to judge)
     if plan.judge and judge == "device-facts":
-        detail += "; no SLM judgement (placement: reasons from the items' facts)"
+        why = placed(state).why.rsplit("; ", 1)[-1] or "placement"
+        detail += f"; no model judgement ({why})"
     if plan.judge and judge == "device-slm" and m > 0:
         judged = pool[:m]
         # Items watched outside the catalogue stay in the history under their own name.

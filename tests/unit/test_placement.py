@@ -92,6 +92,33 @@ def test_a_busy_or_low_power_device_makes_no_model_call_of_its_own(ctx) -> None:
     assert p.semantics == "cloud"  # the device SLM is not asked to write queries either
 
 
+@pytest.mark.parametrize(
+    ("request_", "judged"),
+    [("", False), ("a comedy from the 1990s", False), (OPEN, True)],
+)
+def test_the_adaptive_plan_calls_a_model_to_judge_only_where_its_order_counts(
+    request_, judged
+) -> None:
+    """history-led (no request) and request-led (read whole by code) give the model's order
+    no weight: the adaptive plan judges from the items' facts and says so; an open request
+    (balanced) weighs it, and the device model judges."""
+    from cdarec.contract.request import Vocabulary, parse_request
+
+    genres = ["Comedy", "Drama", "Romance"]
+    vocab = Vocabulary.build(genres, [("1", "Heat", "Heat (1995)")], [1.0])
+    constraints = parse_request(request_, vocab)
+    for ctx in (DeviceContext(link="fast", cloud_speed="fast"), DeviceContext(link="slow")):
+        placement = choose_placement(ctx)
+        plan = default_plan(abstract(), request_, 30, constraints, placement)
+        assert (plan.weights.judge > 0) == judged, plan.strategy
+        assert plan.placement.judge == ("device-slm" if judged else "device-facts")
+        assert ("no weight" in plan.placement.why) != judged
+        assert plan.placement.sides()["planning"] == placement.planning  # nothing else moves
+    # a fixed placement keeps the model's judgement wherever the plan puts it
+    plan = default_plan(abstract(), request_, 30, constraints, FIXED["default"])
+    assert plan.placement.judge == "device-slm"
+
+
 def test_the_settings_name_every_placement() -> None:
     names = set(get_args(Settings.model_fields["placement"].annotation))
     assert names == {"adaptive", *FIXED} == set(get_args(PlacementName))
@@ -341,6 +368,30 @@ def test_lean_device_placement_makes_no_device_model_call(graph) -> None:
     out = g.invoke({"request": "something light"}, {"configurable": {"thread_id": "t"}}, context=s)
     assert res.device.device_llm.chat.prompts == []
     assert all(r.reason_source == "facts" for r in out["ranking"])
+
+
+def test_the_adaptive_plan_calls_the_device_model_only_where_it_ranks(graph, monkeypatch) -> None:
+    """Normal conditions, adaptive: a turn with no request (history-led, the model's order
+    weighs nothing) answers from the items' facts with no model call and says why; an
+    open request (balanced) is judged by the device model."""
+    s, res, g = graph("adaptive")
+    s = s.model_copy(update={"planner": "auto"})  # the product's: the rule where it is sure
+    monitor = res.device.context_monitor
+    normal = DeviceContext(link="fast", cloud_speed="fast")
+    monkeypatch.setattr(monitor, "snapshot", lambda settings, others=0: (normal, "measured"))
+    cfg = {"configurable": {"thread_id": "t"}}
+    out = g.invoke({"request": ""}, cfg, context=s)
+    assert out["plan"].strategy == "history-led"
+    assert out["plan"].placement.judge == "device-facts", out["plan"].placement
+    rank = next(r for r in out["trace"] if r.node == "rank_on_device")
+    assert "no model judgement" in rank.detail and "no weight" in rank.detail, rank.detail
+    assert rank.model is None
+    assert all(r.reason_source == "facts" for r in out["ranking"])
+    assert res.device.device_llm.chat.prompts == []
+    out = g.invoke({"request": OPEN}, cfg, context=s)
+    assert out["plan"].weights.judge > 0 and out["plan"].placement.judge == "device-slm"
+    assert next(r for r in out["trace"] if r.node == "rank_on_device").model
+    assert res.device.device_llm.chat.prompts, "the device model judged the open request"
 
 
 def test_turns_at_once_answer_from_facts_beyond_the_queue(graph) -> None:
