@@ -149,6 +149,22 @@ def postgres_url(postgres_server, request: pytest.FixtureRequest):
     drop_database(postgres_server.url, name)
 
 
+@pytest.fixture(params=["device-files", "servers"])
+def backends(request: pytest.FixtureRequest, smol_settings: Settings) -> Settings:
+    """Every pair of backends the chat runs on (issue 18): the device's SQLite file with the
+    embedded Chroma, and a PostgreSQL server (a fresh database) with a Chroma server. The
+    integration tests of a turn take this fixture and run on each: one test body, every
+    backend, the pattern of LangGraph's own checkpointer tests."""
+    if request.param == "device-files":
+        return smol_settings
+    return smol_settings.model_copy(
+        update={
+            "database_url": request.getfixturevalue("postgres_url"),
+            "chroma_url": request.getfixturevalue("chroma_server").url,
+        }
+    )
+
+
 @pytest.fixture(params=["memory", "sqlite", "postgres"])
 def checkpointer(request: pytest.FixtureRequest, tmp_path: Path):
     """Every checkpointer backend the graph runs on, with the project's own serializer

@@ -23,18 +23,6 @@ from cdarec.settings import Settings
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(params=["device-files", "servers"])
-def backends(request: pytest.FixtureRequest, smol_settings: Settings) -> Settings:
-    if request.param == "device-files":
-        return smol_settings
-    return smol_settings.model_copy(
-        update={
-            "database_url": request.getfixturevalue("postgres_url"),
-            "chroma_url": request.getfixturevalue("chroma_server").url,
-        }
-    )
-
-
 def _steps(values: dict[str, Any]) -> dict[str, Any]:
     return {r.node: r for r in values["trace"]}
 
