@@ -112,11 +112,11 @@ class Settings(BaseSettings):
         description="Where the movable sub-tasks (planning, semantic modelling, retrieval, "
         "the judgement) run: 'adaptive' (chosen per turn from the measured link, cloud speed "
         "and device load; a model judges only where the plan weighs its order, else the "
-        "reasons come from the items' facts), or a fixed placement: 'default' (the paper's sides), 'device' "
-        "(planning, semantics and retrieval on the device), 'lean-device' (no device model "
-        "call: reasons from the items' facts), 'cloud-judge' (the cloud LLM judges and "
-        "explains the shortlist of a device with no private history; a device with one "
-        "judges itself).",
+        "reasons come from the items' facts), or a fixed placement: 'default' (the paper's "
+        "sides), 'device' (planning, semantics and retrieval on the device), 'lean-device' "
+        "(no device model call: reasons from the items' facts), 'cloud-judge' (the cloud "
+        "LLM judges and explains the shortlist of a device with no private history; a "
+        "device with one judges itself).",
     )
     privacy: Literal["standard", "strict"] = Field(
         default="standard",

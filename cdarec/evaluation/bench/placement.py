@@ -90,6 +90,7 @@ class Turn:
     sides: dict[str, str]
     rank: int  # of the held-out item in the top K (K = not in it)
     satisfied: float | None = None
+    model_reasons: bool = False  # a model (the device's or the cloud's) wrote a shown reason
     nodes: list[dict[str, Any]] = field(default_factory=list)
     error: str = ""
 
@@ -215,6 +216,7 @@ def run_placement(
                     sides=plan.placement.sides() if plan is not None else {},
                     rank=top.index(label) if label in top[:K] else K,
                     satisfied=sat,
+                    model_reasons=any(r.reason_source in ("slm", "cloud") for r in ranking),
                     nodes=[{"node": r.node, "side": r.side, "ms": r.ms} for r in trace],
                     error=error,
                 )
@@ -255,6 +257,7 @@ def summarise(turns: list[Turn]) -> dict[str, Any]:
         else float("nan"),
         "empty_hr10": hr_n,
         "empty_ndcg10": nd_n,
+        "model_reasons": sum(t.model_reasons for t in turns) / max(len(turns), 1),
         "sides": sides,
         "errors": sorted({t.error for t in turns if t.error}),
     }
@@ -317,6 +320,7 @@ def table(results: dict[str, dict[str, dict[str, Any]]], users: int) -> Table:
         "R NDCG@10",
         "satisf.",
         "empty HR@10",
+        "model reasons",
     ):
         t.add_column(col, justify="left" if col in ("condition", "placement") else "right")
     for cond, by in results.items():
@@ -333,6 +337,7 @@ def table(results: dict[str, dict[str, dict[str, Any]]], users: int) -> Table:
                 _fmt(s["request_ndcg10"], ".3f"),
                 _fmt(s["satisfaction"], ".2f"),
                 _fmt(s["empty_hr10"], ".3f"),
+                f"{s.get('model_reasons', float('nan')):.0%}",
             )
     return t
 
