@@ -84,6 +84,12 @@ class Placement(BaseModel):
     semantics: Side = "cloud"
     retrieval: Side = "cloud"
     judge: Judge = "device-slm"
+    device_model: bool = Field(
+        default=True,
+        description="the device may call its own model this turn; not when it is busy or on "
+        "low power: it then writes no query (the request's own words are searched) and "
+        "judges from the items' facts",
+    )
     judge_if_weighted: bool = Field(
         default=False,
         description="a model judges only where the plan gives its order weight; a plan "
@@ -143,7 +149,9 @@ FIXED: dict[str, Placement] = {
     "device": Placement(
         planning="device", semantics="device", retrieval="device", why="fixed: all on the device"
     ),
-    "lean-device": Placement(judge="device-facts", why="fixed: no device model call"),
+    "lean-device": Placement(
+        judge="device-facts", device_model=False, why="fixed: no device model call"
+    ),
     "cloud-judge": Placement(
         judge="cloud-llm", why="fixed: the cloud LLM judges (a device with no history only)"
     ),
@@ -183,6 +191,9 @@ def choose_placement(context: DeviceContext, cold: bool = False) -> Placement:
         else:
             p = p.model_copy(update={"judge": "device-facts"})
             reasons.append(f"{why}: reasons from the items' facts, no device model call")
+        # Nor does it write the queries when the semantics are its own (the cloud being
+        # slow or out of reach): the request's own words are searched as they are.
+        p = p.model_copy(update={"device_model": False})
     if not reasons:
         reasons.append("normal conditions: the default sides")
     # Wherever it is placed, a model judges only when the plan weighs its order

@@ -27,7 +27,13 @@ from cdarec.contract.placement import CLOUD_JUDGE, Placement, enforce, placement
 from cdarec.contract.plan import Weights, ablated, default_plan, plan_for, runs_collab
 from cdarec.contract.request import Constraints, clean_request, parse_request
 from cdarec.contract.schemas import COLLABORATIVE, Intent, Proposal, RankedItem, UserAbstract
-from cdarec.contract.semantics import code_intent, describe, interpret, prompt_values
+from cdarec.contract.semantics import (
+    code_intent,
+    describe,
+    fallback_intent,
+    interpret,
+    prompt_values,
+)
 from cdarec.contract.state import State
 from cdarec.contract.steps import Step
 from cdarec.device.abstract import release, summarize
@@ -243,6 +249,13 @@ def model_semantics_on_device(
     if (coded := code_intent(request, abstract, constraints)) is not None:
         intent, detail = coded
         return {"intent": intent, "trace": step.done(status="skipped", detail=detail)}
+    if not placed(state).device_model:
+        intent = fallback_intent(request, abstract)
+        detail = "no device model call (device busy or on low power), the request's words: "
+        return {
+            "intent": intent,
+            "trace": step.done(status="skipped", detail=detail + " | ".join(intent.queries)),
+        }
     values = prompt_values(
         res.dataset.genres, res.settings.retrieval_k, abstract, request, constraints
     )

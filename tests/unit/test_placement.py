@@ -90,6 +90,18 @@ def test_a_busy_or_low_power_device_makes_no_model_call_of_its_own(ctx) -> None:
     p = choose_placement(ctx)
     assert p.judge == "device-facts"
     assert p.semantics == "cloud"  # the device SLM is not asked to write queries either
+    assert not p.device_model
+
+
+@pytest.mark.parametrize("link", ["slow", "down"])
+def test_a_busy_device_cut_off_from_the_cloud_writes_no_query_with_its_model(link) -> None:
+    """The semantics are the device's (slow link, no cloud) but the device is busy: the
+    request's own words are searched, no model call; an idle device keeps its model."""
+    busy = choose_placement(DeviceContext(link=link, load="busy"))
+    assert busy.semantics == "device" and not busy.device_model
+    idle = choose_placement(DeviceContext(link=link))
+    assert idle.semantics == "device" and idle.device_model
+    assert FIXED["device"].device_model and not FIXED["lean-device"].device_model
 
 
 @pytest.mark.parametrize(
@@ -392,6 +404,26 @@ def test_the_adaptive_plan_calls_the_device_model_only_where_it_ranks(graph, mon
     assert out["plan"].weights.judge > 0 and out["plan"].placement.judge == "device-slm"
     assert next(r for r in out["trace"] if r.node == "rank_on_device").model
     assert res.device.device_llm.chat.prompts, "the device model judged the open request"
+
+
+def test_a_busy_device_on_a_slow_link_answers_an_open_request_with_no_model_call(
+    graph, monkeypatch
+) -> None:
+    """Slow link and a busy device, adaptive: planning, semantics and retrieval run on the
+    device, and the device model is asked nothing - neither the query (the request's own
+    words are searched) nor the judgement (reasons from facts); the trace says why."""
+    s, res, g = graph("adaptive")
+    monitor = res.device.context_monitor
+    ctx = DeviceContext(link="slow", cloud_speed="fast", load="busy")
+    monkeypatch.setattr(monitor, "snapshot", lambda settings, others=0: (ctx, "measured"))
+    out = g.invoke({"request": OPEN}, {"configurable": {"thread_id": "t"}}, context=s)
+    assert out["plan"].placement.semantics == "device"
+    step = next(r for r in out["trace"] if r.node == "model_semantics_on_device")
+    assert step.status == "skipped" and "no device model call" in step.detail, step.detail
+    assert OPEN in step.detail  # the request's own words were searched
+    assert res.device.device_llm.chat.prompts == []
+    assert res.cloud.cloud_llm.chat.prompts == []
+    assert out["ranking"] and all(r.reason_source == "facts" for r in out["ranking"])
 
 
 def test_turns_at_once_answer_from_facts_beyond_the_queue(graph) -> None:
