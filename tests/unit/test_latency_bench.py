@@ -63,3 +63,34 @@ def test_three_configurations_on_the_same_turns(
     assert [c["config"] for c in data["configs"]] == ["cloud-only", "cdarec", "device-only"]
     assert (out / "latency-ml-100k.png").stat().st_size > 1000
     assert (out / "latency-ml-100k-timeline.png").stat().st_size > 1000
+
+
+def test_a_failed_warm_up_does_not_silence_the_cloud_only_agent(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The cloud's first call fails (a cold server past its timeout, as seen on a loaded
+    machine): the measured turns of the cloud-only agent still ask the cloud - a turn
+    forgets the last turn's failure - and send it the history."""
+    monkeypatch.setattr(runtime, "train_config", lambda ds: TINY)
+    calls = {"n": 0}
+
+    def failing_first(messages: list[BaseMessage]) -> str:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise TimeoutError("cold server: timed out")
+        return script(messages)
+
+    s = Settings(home=home, dataset="ml-100k", judge_top=4)
+    res = Resources(s, device_llm=fake_llm(script, "device"), cloud_llm=fake_llm(failing_first))
+    results = latency.run(
+        s,
+        2,
+        seed=3,
+        out_dir=home / "results",
+        console=Console(),
+        resources=res,
+        configs=("cloud-only",),
+    )
+    only = results[0].summary()
+    assert calls["n"] > 1
+    assert only["history_bytes"] > 500 and only["cloud_tokens_in"] > 0

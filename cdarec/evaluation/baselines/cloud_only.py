@@ -143,6 +143,9 @@ def profile_user(
     state: CloudOnlyState, runtime: Runtime[Settings], config: RunnableConfig
 ) -> dict[str, Any]:
     res = get_resources(runtime.context)
+    # The baseline's first cloud step, as plan_strategy is cdarec's: a failure of the last
+    # turn (a cold server past its timeout) must not skip every call of this one.
+    res.cloud.revive_cloud_llm()
     step = Step("profile_user", "cloud", 1)
     history = state.get("history") or []
     if not history:
