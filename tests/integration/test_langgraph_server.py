@@ -125,3 +125,30 @@ def test_sdk_thread_run_stream_and_resume(server: Any) -> None:
     assert state["turn"] == 2 and state["ranking"]
     history = client.threads.get_history(thread["thread_id"], limit=50)
     assert len(history) > 4  # both turns' checkpoints are on the server's thread
+
+
+def test_the_production_image_takes_langgraph_json_unchanged(tmp_path: Path) -> None:
+    """The production server (no Docker engine here to build or run it): `langgraph
+    validate` accepts the configuration, and the image `langgraph dockerfile` writes from
+    it serves this graph with this auth - the paths it names exist in the project."""
+    import json
+    import subprocess
+
+    exe = str(Path(sys.executable).parent / "langgraph")
+    ok = subprocess.run([exe, "validate"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert ok.returncode == 0 and "is valid" in ok.stdout, ok.stdout + ok.stderr
+    out = tmp_path / "Dockerfile"
+    made = subprocess.run(
+        [exe, "dockerfile", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert made.returncode == 0, made.stdout + made.stderr
+    env = {}
+    for line in out.read_text().splitlines():
+        if line.startswith("ENV ") and "=" in line:
+            key, value = line[4:].split("=", 1)
+            env[key] = json.loads(value.strip("'"))
+    graphs, auth = env["LANGSERVE_GRAPHS"], env["LANGGRAPH_AUTH"]
+    assert set(graphs) == {"cdarec"}
+    for ref in (graphs["cdarec"], auth["path"]):
+        path, _, name = ref.removeprefix("/deps/main/").partition(":")
+        assert (ROOT / path).is_file() and name in (ROOT / path).read_text(), ref
