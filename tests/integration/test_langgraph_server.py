@@ -150,5 +150,7 @@ def test_the_production_image_takes_langgraph_json_unchanged(tmp_path: Path) -> 
     graphs, auth = env["LANGSERVE_GRAPHS"], env["LANGGRAPH_AUTH"]
     assert set(graphs) == {"cdarec"}
     for ref in (graphs["cdarec"], auth["path"]):
-        path, _, name = ref.removeprefix("/deps/main/").partition(":")
-        assert (ROOT / path).is_file() and name in (ROOT / path).read_text(), ref
+        path, _, name = ref.partition(":")
+        # the image copies the project to /deps/<the project folder's name>/
+        local = ROOT / Path(path).relative_to(Path("/deps") / ROOT.name)
+        assert local.is_file() and name in local.read_text(), ref
